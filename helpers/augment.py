@@ -1,0 +1,155 @@
+"""Batched augmentation on float image tensors (N, C, H, W), on whatever device they live on.
+
+Each augmentation is a callable `(images, labels, generator) -> (images, labels)`, so label-aware
+ones (class-conditional flips, MixUp/CutMix) compose with the rest. Random numbers come from the
+given CPU generator and are moved to the images' device: results do not depend on the device.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def _uniform(n: int, low: float, high: float, generator: torch.Generator, device) -> torch.Tensor:
+    return (torch.rand(n, generator=generator) * (high - low) + low).to(device)
+
+
+class Compose:
+    def __init__(self, *augmentations):
+        self.augmentations = augmentations
+
+    def __call__(self, images, labels, generator):
+        for augmentation in self.augmentations:
+            images, labels = augmentation(images, labels, generator)
+        return images, labels
+
+    def __repr__(self):
+        return f"Compose({', '.join(map(repr, self.augmentations))})"
+
+
+class Flip:
+    """Horizontal flip with probability p; with `classes`, only samples of those classes may flip."""
+
+    def __init__(self, p: float = 0.5, classes=None):
+        self.p, self.classes = p, None if classes is None else sorted(classes)
+
+    def __call__(self, images, labels, generator):
+        flip = _uniform(len(images), 0, 1, generator, images.device) < self.p
+        if self.classes is not None:
+            flip &= torch.isin(labels, torch.tensor(self.classes, device=labels.device))
+        return torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images), labels
+
+    def __repr__(self):
+        return f"Flip(p={self.p}, classes={self.classes})"
+
+
+def shift_crop(images: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, out_h: int, out_w: int) -> torch.Tensor:
+    """Per-sample crop of size (out_h, out_w) whose top-left corner is (dy, dx): one gather, no loop."""
+    n, c = images.shape[:2]
+    rows = (dy.view(-1, 1) + torch.arange(out_h, device=images.device)).view(n, 1, out_h, 1)
+    cols = (dx.view(-1, 1) + torch.arange(out_w, device=images.device)).view(n, 1, 1, out_w)
+    batch = torch.arange(n, device=images.device).view(n, 1, 1, 1)
+    channel = torch.arange(c, device=images.device).view(1, c, 1, 1)
+    return images[batch, channel, rows, cols]
+
+
+class Translate:
+    """Shift by up to `fraction` of the height/width in x and y; the uncovered border is filled per `fill`."""
+
+    def __init__(self, fraction: float = 0.1, fill: str = "constant"):
+        if fill not in ("constant", "reflect", "replicate"):
+            raise ValueError(f"fill={fill!r}: choose 'constant', 'reflect' or 'replicate'")
+        self.fraction, self.fill = fraction, fill
+
+    def __call__(self, images, labels, generator):
+        h, w = images.shape[-2:]
+        pad_h, pad_w = round(self.fraction * h), round(self.fraction * w)
+        if pad_h == pad_w == 0:
+            return images, labels
+        padded = F.pad(images, (pad_w, pad_w, pad_h, pad_h), mode=self.fill)
+        dy = torch.randint(0, 2 * pad_h + 1, (len(images),), generator=generator).to(images.device)
+        dx = torch.randint(0, 2 * pad_w + 1, (len(images),), generator=generator).to(images.device)
+        return shift_crop(padded, dy, dx, h, w), labels
+
+    def __repr__(self):
+        return f"Translate(fraction={self.fraction}, fill={self.fill!r})"
+
+
+class RandomCrop:
+    """A random size x size window (after optional zero padding), as torchvision's RandomCrop."""
+
+    def __init__(self, size: int, padding: int = 0):
+        self.size, self.padding = size, padding
+
+    def __call__(self, images, labels, generator):
+        if self.padding:
+            images = F.pad(images, (self.padding,) * 4)
+        h, w = images.shape[-2:]
+        if self.size > min(h, w):
+            raise ValueError(f"crop size {self.size} is larger than the images ({h}x{w})")
+        dy = torch.randint(0, h - self.size + 1, (len(images),), generator=generator).to(images.device)
+        dx = torch.randint(0, w - self.size + 1, (len(images),), generator=generator).to(images.device)
+        return shift_crop(images, dy, dx, self.size, self.size), labels
+
+    def __repr__(self):
+        return f"RandomCrop(size={self.size}, padding={self.padding})"
+
+
+class CenterCrop:
+    def __init__(self, size: int):
+        self.size = size
+
+    def __call__(self, images, labels, generator=None):
+        return center_crop(images, self.size), labels
+
+    def __repr__(self):
+        return f"CenterCrop(size={self.size})"
+
+
+def center_crop(images: torch.Tensor, size: int) -> torch.Tensor:
+    h, w = images.shape[-2:]
+    top, left = (h - size) // 2, (w - size) // 2
+    return images[..., top:top + size, left:left + size]
+
+
+class RandomAffine:
+    """Rotation (degrees), isotropic scale and shear (degrees) about the centre, one matrix per sample."""
+
+    def __init__(self, degrees: float = 0.0, scale=(1.0, 1.0), shear: float = 0.0, translate: float = 0.0):
+        self.degrees, self.scale, self.shear, self.translate = degrees, tuple(scale), shear, translate
+
+    def __call__(self, images, labels, generator):
+        n, device = len(images), images.device
+        angle = _uniform(n, -self.degrees, self.degrees, generator, device) * math.pi / 180
+        scale = _uniform(n, *self.scale, generator, device)
+        shear = _uniform(n, -self.shear, self.shear, generator, device) * math.pi / 180
+        shift = _uniform(2 * n, -self.translate, self.translate, generator, device).view(n, 2) * 2
+        cos, sin, tan = torch.cos(angle), torch.sin(angle), torch.tan(shear)
+        # Inverse map for grid_sample: output pixel -> input location.
+        theta = torch.stack([torch.stack([cos, -sin + tan * cos, shift[:, 0]], 1),
+                             torch.stack([sin, cos + tan * sin, shift[:, 1]], 1)], 1) / scale.view(n, 1, 1)
+        theta[:, :, 2] = shift
+        grid = F.affine_grid(theta.to(images.dtype), list(images.shape), align_corners=False)
+        return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False), labels
+
+    def __repr__(self):
+        return f"RandomAffine(degrees={self.degrees}, scale={self.scale}, shear={self.shear}, translate={self.translate})"
+
+
+class BrightnessContrast:
+    """Multiply brightness by 1±b and stretch contrast about each image's mean by 1±c."""
+
+    def __init__(self, brightness: float = 0.0, contrast: float = 0.0):
+        self.brightness, self.contrast = brightness, contrast
+
+    def __call__(self, images, labels, generator):
+        n, device = len(images), images.device
+        b = _uniform(n, 1 - self.brightness, 1 + self.brightness, generator, device).view(n, 1, 1, 1)
+        c = _uniform(n, 1 - self.contrast, 1 + self.contrast, generator, device).view(n, 1, 1, 1)
+        mean = images.mean(dim=(1, 2, 3), keepdim=True)
+        return (images - mean) * c + mean * b, labels
+
+    def __repr__(self):
+        return f"BrightnessContrast(brightness={self.brightness}, contrast={self.contrast})"

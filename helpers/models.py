@@ -1,0 +1,57 @@
+"""Models shared by the notebooks, and the size figures reported for every model trained."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def model_memory_bytes(model: nn.Module) -> int:
+    """Bytes held by parameters and buffers (e.g. batch-norm statistics): the weight file's payload."""
+    tensors = list(model.parameters()) + list(model.buffers())
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def model_summary(model: nn.Module) -> dict:
+    return {"architecture": type(model).__name__, "parameters": count_parameters(model),
+            "trainable_parameters": count_parameters(model, trainable_only=True),
+            "memory_bytes": model_memory_bytes(model)}
+
+
+def conv_bn_act(c_in: int, c_out: int, kernel: int, batch_norm: bool, activation=nn.ELU, padding: int = 0):
+    """conv -> [BN] -> activation, with BN between the convolution and the non-linearity (Ioffe & Szegedy);
+    the convolution then needs no bias, since BN's shift replaces it."""
+    layers = [nn.Conv2d(c_in, c_out, kernel, padding=padding, bias=not batch_norm)]
+    if batch_norm:
+        layers.append(nn.BatchNorm2d(c_out))
+    layers.append(activation())
+    return layers
+
+
+class TrafficSignCNN(nn.Module):
+    """The course's GTSRB network: conv(3->64, 5x5) - ELU - pool - conv(64->32, 5x5) - ELU - pool - linear(512->43).
+
+    On 28x28 crops: 28 -conv5-> 24 -pool-> 12 -conv5-> 8 -pool-> 4, so the linear layer sees 32*4*4 = 512.
+    """
+
+    def __init__(self, num_classes: int = 43, batch_norm: bool = False, input_size: int = 28):
+        super().__init__()
+        self.config = dict(num_classes=num_classes, batch_norm=batch_norm, input_size=input_size)
+        self.features = nn.Sequential(*conv_bn_act(3, 64, 5, batch_norm), nn.MaxPool2d(2),
+                                      *conv_bn_act(64, 32, 5, batch_norm), nn.MaxPool2d(2), nn.Flatten())
+        side = ((input_size - 4) // 2 - 4) // 2
+        self.classifier = nn.Linear(32 * side * side, num_classes)
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
+
+
+def batch_norm_placement(model: nn.Module) -> list:
+    """(layer before, BN layer, layer after) for every BN in a module's flat execution order."""
+    leaves = [m for m in model.modules() if not list(m.children())]
+    return [(type(leaves[i - 1]).__name__ if i else None, type(m).__name__,
+             type(leaves[i + 1]).__name__ if i + 1 < len(leaves) else None)
+            for i, m in enumerate(leaves) if isinstance(m, nn.modules.batchnorm._BatchNorm)]

@@ -1,0 +1,154 @@
+"""One figure style for the whole suite, saved as vector PDF (report) and PNG (notebook, README).
+
+Files carry no timestamps, so a re-run that computes the same numbers writes the same bytes.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import seaborn as sns
+
+TEXT_WIDTH_IN = 5.5  # NeurIPS text block width in inches
+PALETTE = "colorblind"
+
+
+def set_style() -> None:
+    sns.set_theme(context="paper", style="whitegrid", palette=PALETTE)
+    plt.rcParams.update({
+        "figure.dpi": 110, "savefig.dpi": 200, "savefig.bbox": "tight", "font.size": 8,
+        "axes.titlesize": 9, "axes.labelsize": 8, "legend.fontsize": 7, "xtick.labelsize": 7,
+        "ytick.labelsize": 7, "pdf.fonttype": 42, "svg.hashsalt": "helpers", "lines.linewidth": 1.2,
+    })
+
+
+def figsize(width_fraction: float = 1.0, aspect: float = 0.62) -> tuple:
+    """Inches for a figure `width_fraction` of the text width wide (`aspect` = height / width)."""
+    width = TEXT_WIDTH_IN * width_fraction
+    return width, width * aspect
+
+
+def save_figure(fig, name: str, figures_dir) -> dict:
+    """`<figures_dir>/<name>.pdf` and `.png`, without creation dates; returns both paths."""
+    figures_dir = Path(figures_dir)
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"pdf": figures_dir / f"{name}.pdf", "png": figures_dir / f"{name}.png"}
+    fig.savefig(paths["pdf"], metadata={"CreationDate": None, "ModDate": None, "Producer": None,
+                                        "Creator": None})
+    fig.savefig(paths["png"], metadata={"Software": None})
+    return paths
+
+
+def _band(ax, x, runs, label, color):
+    runs = np.asarray(runs, dtype=float)
+    mean = runs.mean(0)
+    ax.plot(x, mean, label=label, color=color)
+    if len(runs) > 1:
+        std = runs.std(0)
+        ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
+
+
+def plot_histories(histories: dict, metric: str = "acc", metric_label: str = "accuracy", title: str = ""):
+    """Loss and `metric` per epoch, train dashed and validation solid, one colour per configuration.
+
+    `histories` maps a configuration name to one History or a list of them (repeated trials: the
+    line is the mean and the band +/- one standard deviation).
+    """
+    fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=figsize(1.0, 0.38))
+    colors = sns.color_palette(PALETTE, len(histories))
+    for color, (label, runs) in zip(colors, histories.items()):
+        runs = runs if isinstance(runs, (list, tuple)) else [runs]
+        epochs = min(len(h.epochs) for h in runs)
+        x = np.arange(1, epochs + 1)
+        for ax, key in ((ax_loss, "loss"), (ax_metric, metric)):
+            for split, style in (("train", "--"), ("val", "-")):
+                column = f"{split}_{key}"
+                if column in runs[0].epochs[0]:
+                    _band(ax, x, [h.column(column)[:epochs] for h in runs], f"{label} ({split})", color)
+                    ax.lines[-1].set_linestyle(style)
+    ax_loss.set(xlabel="epoch", ylabel="loss (nats)")
+    ax_metric.set(xlabel="epoch", ylabel=metric_label)
+    ax_metric.legend(loc="best", ncol=1, frameon=False)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_iterations(histories: dict, smooth: int = 20, title: str = ""):
+    """Training loss against optimisation step (moving average over `smooth` steps)."""
+    fig, ax = plt.subplots(figsize=figsize(0.6, 0.62))
+    for label, history in histories.items():
+        history = history[0] if isinstance(history, (list, tuple)) else history
+        steps = np.array([r["step"] for r in history.iterations])
+        losses = np.array([r["loss"] for r in history.iterations])
+        k = max(1, min(smooth, len(losses)))
+        ax.plot(steps[k - 1:], np.convolve(losses, np.ones(k) / k, mode="valid"), label=label)
+    ax.set(xlabel="iteration", ylabel=f"training loss (nats, mean of {smooth})", title=title)
+    ax.legend(frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def plot_confusion_matrix(y_true, y_pred, class_names: list, normalize: bool = True, title: str = ""):
+    """Rows are true classes, columns predictions; normalised rows read as per-class recall."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    k = len(class_names)
+    matrix = np.zeros((k, k))
+    np.add.at(matrix, (y_true, y_pred), 1)
+    if normalize:
+        matrix = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
+    side = min(TEXT_WIDTH_IN, 2.0 + 0.12 * k)
+    fig, ax = plt.subplots(figsize=(side, side * 0.85))
+    sns.heatmap(matrix, ax=ax, cmap="Blues", vmin=0, vmax=1 if normalize else None, square=True,
+                annot=k <= 12, fmt=".2f" if normalize else ".0f", cbar=k > 12,
+                xticklabels=class_names, yticklabels=class_names, annot_kws={"fontsize": 6})
+    ax.set(xlabel="predicted class", ylabel="true class", title=title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_image_grid(images, titles=None, ncols: int = 8, mean=None, std=None, title: str = ""):
+    """A grid of (N, C, H, W) images (uint8, or float undone with mean/std), with optional titles."""
+    import torch
+
+    images = torch.as_tensor(images).detach().cpu()
+    if images.dtype == torch.uint8:
+        images = images.float() / 255
+    elif mean is not None:
+        images = images * torch.tensor(std).view(1, -1, 1, 1) + torch.tensor(mean).view(1, -1, 1, 1)
+    images = images.clamp(0, 1)
+    n = len(images)
+    nrows = -(-n // ncols)
+    width = TEXT_WIDTH_IN
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width, width / ncols * nrows * (1.25 if titles else 1)),
+                             squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < n:
+            image = images[i].permute(1, 2, 0).numpy()
+            ax.imshow(image.squeeze(-1) if image.shape[-1] == 1 else image, cmap="gray")
+            if titles is not None:
+                ax.set_title(str(titles[i]), fontsize=6)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_bars(values: dict, errors: dict | None = None, ylabel: str = "", title: str = "", ylim=None):
+    """One bar per configuration (e.g. test accuracy), with optional error bars."""
+    fig, ax = plt.subplots(figsize=figsize(0.6, 0.7))
+    names = list(values)
+    ax.bar(names, [values[n] for n in names], yerr=[errors[n] for n in names] if errors else None,
+           color=sns.color_palette(PALETTE, len(names)), capsize=3)
+    ax.set(ylabel=ylabel, title=title)
+    if ylim:
+        ax.set_ylim(*ylim)
+    ax.tick_params(axis="x", rotation=20)
+    fig.tight_layout()
+    return fig
+
+
+set_style()

@@ -1,0 +1,133 @@
+"""Re-execute the notebooks headlessly with papermill: `python -m helpers.reproduce --help`.
+
+Executed copies go to runs/<profile>/; figures, tables, weights and results go to OUTPUT_DIR
+(the project root, except for the smoke profile). Exits non-zero if any notebook fails, naming the cell.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from .profiles import PROFILES
+from .repro import PROJECT_ROOT
+from .results import read_json, write_json
+from .runner import default_output_dir
+
+NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
+
+
+def find_notebooks(only: str | None = None, notebook_dir: Path = NOTEBOOK_DIR) -> list:
+    """Numbered notebooks in order; `only` is a comma list of their numbers, e.g. '01,03'."""
+    notebooks = sorted(notebook_dir.glob("[0-9][0-9]_*.ipynb"))
+    if only:
+        wanted = [w.strip().zfill(2) for w in only.split(",") if w.strip()]
+        known = {p.name[:2] for p in notebooks}
+        unknown = [w for w in wanted if w not in known]
+        if unknown:
+            raise SystemExit(f"--only {only}: no notebook numbered {', '.join(unknown)} in {notebook_dir} "
+                             f"(there are {', '.join(sorted(known)) or 'none'})")
+        notebooks = [p for p in notebooks if p.name[:2] in wanted]
+    return notebooks
+
+
+def check_declared(path: Path, parameters: dict) -> None:
+    """Refuse parameters a notebook does not declare before any work starts (papermill only warns)."""
+    import papermill
+
+    declared = papermill.inspect_notebook(str(path))
+    unknown = sorted(set(parameters) - set(declared))
+    if unknown:
+        raise SystemExit(f"{path.name} does not take parameter(s) {', '.join(unknown)}; it takes "
+                         f"{', '.join(declared)}")
+
+
+def execute(path: Path, parameters: dict, executed_dir: Path, progress_bar: bool = True) -> dict:
+    """Run one notebook; return its status, wall time, failing cell (if any) and key metrics."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    os.environ["HELPERS_HEADLESS"] = "1"  # inherited by the kernel: plain progress lines, no widgets
+    executed_dir.mkdir(parents=True, exist_ok=True)
+    output = executed_dir / path.name
+    started, wall_start = time.perf_counter(), time.time()
+    outcome = {"notebook": path.name, "executed": str(output), "status": "ok", "error": ""}
+    try:
+        papermill.execute_notebook(str(path), str(output), parameters=parameters, kernel_name="python3",
+                                   cwd=str(path.parent), progress_bar=progress_bar, log_output=False)
+    except PapermillExecutionError as error:
+        outcome.update(status="failed", error=f"cell {error.cell_index} (execution count {error.exec_count}): "
+                                               f"{error.ename}: {error.evalue}".strip())
+    except Exception as error:  # kernel died, bad notebook file, ...: report it like a failed cell
+        outcome.update(status="failed", error=f"{type(error).__name__}: {error}")
+    outcome["seconds"] = round(time.perf_counter() - started, 1)
+    summary = Path(parameters.get("OUTPUT_DIR") or default_output_dir(parameters["PROFILE"])) / "results" / \
+        f"{path.name[:2]}_summary.json"
+    fresh = summary.exists() and summary.stat().st_mtime >= wall_start  # written by this run, not an older one
+    outcome["metrics"] = read_json(summary)["metrics"] if fresh and outcome["status"] == "ok" else {}
+    return outcome
+
+
+def format_summary(outcomes: list) -> str:
+    lines = [f"{'notebook':34} {'status':7} {'time':>8}  key metrics"]
+    for o in outcomes:
+        metrics = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in o["metrics"].items())
+        lines.append(f"{o['notebook']:34} {o['status']:7} {o['seconds']:7.1f}s  {metrics}")
+        if o["error"]:
+            lines.append(f"{'':34} failed in {o['error']}\n{'':34} executed copy: {o['executed']}")
+    return "\n".join(lines)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m helpers.reproduce", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", default="fast", choices=PROFILES, help="compute budget (default: fast)")
+    parser.add_argument("--only", default=None, help="comma list of notebook numbers, e.g. 01,03")
+    parser.add_argument("--jobs", type=int, default=1, help="notebooks run side by side (default 1)")
+    parser.add_argument("--seed", type=int, default=2023)
+    parser.add_argument("--data-root", default=None, help="default: $DATA_ROOT, else ./data")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    parser.add_argument("--output-dir", default=None, help="default: the project root (smoke: runs/smoke/outputs)")
+    parser.add_argument("--no-train", action="store_true", help="TRAIN=False: load weights/, evaluate and plot")
+    parser.add_argument("--executed-dir", default=None, help="default: runs/<profile>/")
+    args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error("--jobs must be at least 1")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    notebooks = find_notebooks(args.only)
+    if not notebooks:
+        print(f"no notebooks in {NOTEBOOK_DIR}", file=sys.stderr)
+        return 1
+    parameters = {"SEED": args.seed, "PROFILE": args.profile, "DEVICE": args.device, "TRAIN": not args.no_train}
+    if args.data_root:
+        parameters["DATA_ROOT"] = str(Path(args.data_root).resolve())
+    if args.output_dir:
+        parameters["OUTPUT_DIR"] = str(Path(args.output_dir).resolve())
+    for path in notebooks:
+        check_declared(path, parameters)
+    executed_dir = Path(args.executed_dir) if args.executed_dir else PROJECT_ROOT / "runs" / args.profile
+    print(f"running {len(notebooks)} notebook(s), profile {args.profile}, seed {args.seed} -> {executed_dir}")
+    if args.jobs == 1:
+        outcomes = [execute(p, parameters, executed_dir) for p in notebooks]
+    else:
+        with ProcessPoolExecutor(args.jobs) as pool:
+            outcomes = list(pool.map(execute, notebooks, [parameters] * len(notebooks),
+                                     [executed_dir] * len(notebooks), [False] * len(notebooks)))
+    write_json({"profile": args.profile, "parameters": parameters, "outcomes": outcomes},
+               executed_dir / "summary.json")
+    print(format_summary(outcomes))
+    failed = [o["notebook"] for o in outcomes if o["status"] != "ok"]
+    if failed:
+        print(f"{len(failed)} notebook(s) failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

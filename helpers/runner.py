@@ -1,0 +1,196 @@
+"""What every notebook's second cell calls: check the papermill parameters, seed, pick the device,
+and hand back a `Run` that knows where each kind of output goes."""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from . import plots, results
+from .data import resolve_data_root
+from .models import model_summary
+from .profiles import PROFILES, budget
+from .repro import PROJECT_ROOT, environment, resolve_device, seed_everything
+from .training import History, TrainConfig, evaluate, fit
+
+# name -> accepted types; every notebook's `parameters` cell declares these (plus its own extras).
+COMMON_PARAMETERS = {"SEED": (int,), "PROFILE": (str,), "DATA_ROOT": (str, type(None)), "DEVICE": (str,),
+                     "OUTPUT_DIR": (str, type(None)), "TRAIN": (bool,)}
+# Upper-case names a notebook may hold before its parameters are checked (the Colab set-up cell).
+NOT_PARAMETERS = {"IN_COLAB"}
+LITERAL_TYPES = (int, float, str, bool, type(None), list, tuple, dict)  # what papermill can inject
+
+
+class ParameterError(ValueError):
+    """A notebook parameter is unknown, missing or of the wrong type."""
+
+
+def check_parameters(namespace: dict, declared: dict) -> dict:
+    """The declared parameters' values from a notebook namespace; unknown upper-case names are errors,
+    since papermill injects whatever it is given, typos included."""
+    unknown = sorted(k for k, v in namespace.items() if k.isupper() and not k.startswith("_") and k not in declared
+                     and k not in NOT_PARAMETERS and isinstance(v, LITERAL_TYPES))
+    if unknown:
+        raise ParameterError(f"unknown parameter(s) {', '.join(unknown)}; this notebook takes "
+                             f"{', '.join(declared)} (see its `parameters` cell)")
+    missing = [k for k in declared if k not in namespace]
+    if missing:
+        raise ParameterError(f"the parameters cell lacks {', '.join(missing)}")
+    for key, types in declared.items():
+        value = namespace[key]
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            names = " or ".join("None" if t is type(None) else t.__name__ for t in types)
+            raise ParameterError(f"{key}={value!r} should be {names}")
+    if namespace["PROFILE"] not in PROFILES:
+        raise ParameterError(f"PROFILE={namespace['PROFILE']!r} is unknown; choose one of {', '.join(PROFILES)}")
+    return {k: namespace[k] for k in declared}
+
+
+@dataclass
+class Run:
+    """One execution of one notebook: its parameters, budget, device and output folders."""
+
+    notebook: str
+    params: dict
+    device: torch.device
+    data_root: Path
+    output_dir: Path
+    budget: dict
+    environment: dict = field(default_factory=dict)
+    started: float = field(default_factory=time.time)
+
+    @property
+    def seed(self) -> int:
+        return self.params["SEED"]
+
+    @property
+    def profile(self) -> str:
+        return self.params["PROFILE"]
+
+    @property
+    def train(self) -> bool:
+        return self.params["TRAIN"]
+
+    def path(self, kind: str, name: str = "") -> Path:
+        """figures/, weights/, results/, report/generated/ (kind 'tables') or checkpoints/ under OUTPUT_DIR."""
+        folders = {"figures": "figures", "weights": "weights", "results": "results", "tables": "report/generated",
+                   "checkpoints": "checkpoints"}
+        if kind not in folders:
+            raise ValueError(f"unknown output kind {kind!r}; one of {', '.join(folders)}")
+        folder = self.output_dir / folders[kind]
+        if kind == "checkpoints":  # checkpoints of different profiles must never resume each other
+            folder = folder / self.profile
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / name if name else folder
+
+    def checkpoint(self, name: str) -> Path:
+        return self.path("checkpoints", f"{self.notebook}_{name}.ckpt")
+
+    def save_figure(self, fig, name: str) -> dict:
+        """figures/<nb>_<name>.{pdf,png}, with the compute profile written under the plot."""
+        fig.text(0.0, -0.01, self.profile_note(), fontsize=5.5, color="0.35", ha="left", va="top")
+        return plots.save_figure(fig, f"{self.notebook}_{name}", self.path("figures"))
+
+    def save_results(self, name: str, data: dict) -> Path:
+        record = {"notebook": self.notebook, "name": name, "params": self.params, "budget": self.budget,
+                  "environment": self.environment, "results": data}
+        return results.write_json(record, self.path("results", f"{self.notebook}_{name}.json"))
+
+    def save_weights(self, model, name: str, metric: dict | None = None) -> dict:
+        return results.save_weights(model, f"{self.notebook}_{name}", self.path("weights"), notebook=self.notebook,
+                                    metric=metric, profile=self.profile)
+
+    def load_weights(self, model, name: str) -> dict:
+        return results.load_weights(model, f"{self.notebook}_{name}", self.path("weights"), map_location=self.device)
+
+    def write_table(self, name: str, rows: list, columns: dict, caption: str) -> Path:
+        """`report/generated/<nb>_<name>.tex`, its caption ending with the compute profile."""
+        return results.write_table(rows, columns, caption, f"tab:{self.notebook}-{name}",
+                                   self.path("tables", f"{self.notebook}_{name}.tex"), note=self.profile_note())
+
+    def write_macros(self, name: str, macros: dict) -> Path:
+        prefix = "R" + results.macro_name(f"nb{self.notebook}")
+        return results.write_macros(macros, self.path("tables", f"{self.notebook}_{name}_macros.tex"), prefix)
+
+    def profile_note(self) -> str:
+        b = self.budget
+        data = "synthetic stand-in data" if b.get("synthetic") else "real data"
+        epochs = f", {b['epochs']} epochs" if "epochs" in b else ""
+        return f"(Profile {self.profile}: {data}{epochs}, device {self.environment.get('device_name', self.device)}.)"
+
+    def summary(self, metrics: dict) -> Path:
+        """Key numbers for `python -m helpers.reproduce`'s closing table."""
+        return results.write_json({"notebook": self.notebook, "profile": self.profile, "metrics": metrics,
+                                   "seconds": round(time.time() - self.started, 1)},
+                                  self.path("results", f"{self.notebook}_summary.json"))
+
+
+@dataclass
+class Outcome:
+    """One trained (or, with TRAIN=False, re-loaded) configuration."""
+
+    name: str
+    model: torch.nn.Module
+    history: History
+    test: dict
+    record: dict
+
+
+def run_experiment(run: Run, name: str, build_model, config: TrainConfig, train_loader, val_loader, test_loader,
+                   *, task=None, seed: int | None = None, keep_weights: bool = False) -> Outcome:
+    """Train one named configuration through the shared loop (resuming its checkpoint), test it once,
+    and store its history, test metrics and model size in results/<nb>_<name>.json.
+
+    With TRAIN=False nothing trains: the stored record is read back and, for configurations whose
+    weights are kept, the weights are loaded and the test set evaluated again (the demo path).
+    """
+    seed = run.seed if seed is None else seed
+    torch.manual_seed(seed)  # the same seed gives the same initial weights and dropout masks
+    model = build_model().to(run.device)
+    if run.train:
+        history = fit(model, train_loader, val_loader, config, task=task, device=run.device,
+                      checkpoint=run.checkpoint(name), name=name)
+        test = evaluate(model, test_loader, task, run.device)
+        record = {"name": name, "seed": seed, "config": config.as_dict(), "model": model_summary(model),
+                  "history": history.as_dict(), "test": test, "train_seconds": history.train_seconds}
+        run.save_results(name, record)
+        if keep_weights:
+            run.save_weights(model, name, metric={f"test_{k}": v for k, v in test.items()})
+        return Outcome(name, model, history, test, record)
+    path = run.path("results", f"{run.notebook}_{name}.json")
+    if not path.exists():
+        raise FileNotFoundError(f"TRAIN=False needs {path}, written by a TRAIN=True run of this notebook "
+                                f"(profile {run.profile}, same OUTPUT_DIR)")
+    record = results.read_json(path)["results"]
+    test = record["test"]
+    if keep_weights:
+        run.load_weights(model, name)
+        test = evaluate(model, test_loader, task, run.device)
+    return Outcome(name, model, History.from_dict(record["history"]), test, record)
+
+
+def default_output_dir(profile: str) -> Path:
+    """Smoke runs never overwrite the committed outputs at the project root."""
+    return PROJECT_ROOT / "runs" / "smoke" / "outputs" if profile == "smoke" else PROJECT_ROOT
+
+
+def start(namespace: dict, notebook: str, extra_parameters: dict | None = None) -> Run:
+    """Check parameters, seed everything, resolve device/data/output paths, and print the set-up."""
+    declared = {**COMMON_PARAMETERS, **(extra_parameters or {})}
+    params = check_parameters(namespace, declared)
+    device = resolve_device(params["DEVICE"])
+    if params["PROFILE"] == "smoke" and params["DEVICE"] == "auto":
+        device = torch.device("cpu")  # smoke runs are CPU tests by definition
+    seed_everything(params["SEED"])
+    output_dir = Path(params["OUTPUT_DIR"]).expanduser().resolve() if params["OUTPUT_DIR"] else \
+        default_output_dir(params["PROFILE"])
+    run = Run(notebook=notebook, params=params, device=device, data_root=resolve_data_root(params["DATA_ROOT"]),
+              output_dir=output_dir, budget=budget(notebook, params["PROFILE"]),
+              environment=environment(device))
+    print(f"notebook {notebook} | profile {run.profile} | seed {run.seed} | device {run.environment['device_name']}"
+          f"\ndata {run.data_root}{' (synthetic stand-ins)' if run.budget.get('synthetic') else ''}"
+          f" | outputs {run.output_dir} | train {run.train}")
+    return run

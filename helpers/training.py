@@ -1,0 +1,336 @@
+"""One training loop for every notebook: history, best-on-validation selection, schedules, AMP, resume.
+
+A *task* supplies the loss and the per-sample metrics (classification here; segmentation and
+sequence notebooks pass their own object with the same two methods), so the loop itself is never
+written twice.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw")
+SCHEDULERS = (None, "cosine", "warmup_cosine", "step", "cosine_restarts", "onecycle")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides how a model trains; also what a checkpoint must match to be resumed."""
+
+    epochs: int
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    scheduler: str | None = None
+    warmup_epochs: float = 0.0
+    step_every: int = 30           # "step": decay every this many epochs ...
+    step_gamma: float = 0.1        # ... by this factor
+    restart_every: int = 10        # "cosine_restarts": first cycle length in epochs (doubling)
+    steps_per_epoch: int | None = None   # cap on optimisation steps per epoch (smoke budgets)
+    grad_clip: float | None = None
+    amp: bool | str = "auto"       # "auto": float16 autocast on CUDA only
+
+    def __post_init__(self):
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer={self.optimizer!r} is unknown; choose one of {', '.join(OPTIMIZERS)}")
+        if self.scheduler not in SCHEDULERS:
+            raise ValueError(f"scheduler={self.scheduler!r} is unknown; choose one of {SCHEDULERS}")
+        if self.epochs < 1 or self.lr <= 0:
+            raise ValueError(f"epochs={self.epochs} and lr={self.lr} must be positive")
+        if self.amp not in (True, False, "auto"):
+            raise ValueError(f"amp={self.amp!r}: use True, False or 'auto'")
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+class Classification:
+    """Cross-entropy (optionally label-smoothed; soft targets from MixUp/CutMix allowed) and accuracy."""
+
+    monitor, mode = "val_acc", "max"
+
+    def __init__(self, label_smoothing: float = 0.0):
+        self.label_smoothing = label_smoothing
+
+    def loss(self, outputs, targets):
+        return F.cross_entropy(outputs, targets, label_smoothing=self.label_smoothing)
+
+    def metrics(self, outputs, targets) -> dict:
+        """Per-sample values; the loop averages them over the epoch."""
+        hard = targets.argmax(1) if targets.ndim == 2 else targets
+        return {"loss": F.cross_entropy(outputs, targets, reduction="none"),
+                "acc": (outputs.argmax(1) == hard).float()}
+
+    def __repr__(self):
+        return f"Classification(label_smoothing={self.label_smoothing})"
+
+
+@dataclass
+class History:
+    """Per-epoch records (train/val loss and metrics, lr, time) and per-iteration training loss."""
+
+    epochs: list = field(default_factory=list)
+    iterations: list = field(default_factory=list)
+    best_epoch: int | None = None
+    best_value: float | None = None
+    monitor: str = "val_acc"
+    train_seconds: float = 0.0
+
+    def column(self, key: str) -> list:
+        return [record[key] for record in self.epochs]
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "History":
+        return cls(**data)
+
+
+def make_optimizer(params, config: TrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer in ("sgd", "nesterov"):
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
+                               nesterov=config.optimizer == "nesterov")
+    cls = torch.optim.Adam if config.optimizer == "adam" else torch.optim.AdamW
+    return cls(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def make_scheduler(optimizer, config: TrainConfig, steps_per_epoch: int):
+    """A per-iteration schedule (stepped after every batch), so warm-up is smooth on short runs."""
+    total = config.epochs * steps_per_epoch
+    warmup = round(config.warmup_epochs * steps_per_epoch)
+    if config.scheduler is None:
+        return None
+    if config.scheduler == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[g["lr"] for g in optimizer.param_groups],
+                                                   total_steps=total)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if config.scheduler in ("cosine", "warmup_cosine"):
+            return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+        if config.scheduler == "step":
+            return config.step_gamma ** ((step // steps_per_epoch) // config.step_every)
+        cycle = config.restart_every * steps_per_epoch  # cosine with warm restarts, doubling cycles
+        step -= warmup
+        while step >= cycle:
+            step, cycle = step - cycle, cycle * 2
+        return 0.5 * (1 + math.cos(math.pi * step / cycle))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def autocast_settings(device: torch.device, amp) -> tuple:
+    """(enabled, dtype, use_grad_scaler). float16 + scaler on CUDA; bfloat16 only when asked for on CPU."""
+    if amp == "auto":
+        amp = device.type == "cuda"
+    if not amp:
+        return False, torch.float32, False
+    if device.type == "cuda":
+        return True, torch.float16, True
+    return True, torch.bfloat16, False
+
+
+def headless() -> bool:
+    """True under the suite's runner, CI, or a non-terminal: progress then goes out as short lines."""
+    if os.environ.get("HELPERS_HEADLESS") or os.environ.get("CI"):
+        return True
+    return "ipykernel" not in sys.modules and not sys.stdout.isatty()
+
+
+def progress(iterable, **kwargs):
+    if headless():
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, leave=False, **kwargs)
+
+
+def fingerprint(model: nn.Module, config: TrainConfig, train_loader, task) -> str:
+    """What must be equal for a checkpoint to continue this run rather than some other one."""
+    description = json.dumps({"model": repr(model), "config": config.as_dict(), "task": repr(task),
+                              "batches": len(train_loader), "batch_size": getattr(train_loader, "batch_size", None),
+                              "augment": repr(getattr(train_loader, "augment", None))}, sort_keys=True)
+    return hashlib.sha256(description.encode()).hexdigest()[:16]
+
+
+def _rng_state(train_loader) -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    if hasattr(train_loader, "state_dict"):
+        state["loader"] = train_loader.state_dict()
+    return state
+
+
+def _set_rng_state(state: dict, train_loader) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    if "loader" in state:
+        train_loader.load_state_dict(state["loader"])
+
+
+def _save_atomic(obj, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)  # a kill during the write leaves the previous checkpoint intact
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, task=None, device="cpu", amp="auto") -> dict:
+    """Mean of the task's per-sample metrics over a loader."""
+    task = task or Classification()
+    device = torch.device(device)
+    enabled, dtype, _ = autocast_settings(device, amp)
+    model.eval()
+    sums, count = {}, 0
+    for inputs, targets in loader:
+        inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=dtype, enabled=enabled):
+            outputs = model(inputs)
+        for key, values in task.metrics(outputs.float(), targets).items():
+            sums[key] = sums.get(key, 0.0) + values.sum().item()
+        count += len(targets)
+    return {key: value / max(count, 1) for key, value in sums.items()}
+
+
+@torch.no_grad()
+def predict(model: nn.Module, loader, device="cpu", tta=None) -> tuple:
+    """(logits, targets) over a loader; `tta` maps an input batch to extra views whose logits are averaged."""
+    device = torch.device(device)
+    model.eval()
+    outputs, targets = [], []
+    for inputs, target in loader:
+        inputs = inputs.to(device)
+        views = [inputs] + (list(tta(inputs)) if tta else [])
+        outputs.append(torch.stack([model(v).float() for v in views]).mean(0).cpu())
+        targets.append(target.cpu())
+    return torch.cat(outputs), torch.cat(targets)
+
+
+def fit(model: nn.Module, train_loader, val_loader, config: TrainConfig, *, task=None, device="cpu",
+        checkpoint: str | os.PathLike | None = None, param_groups=None, name: str = "") -> History:
+    """Train `model`; keep the weights of the best validation epoch; checkpoint after every epoch.
+
+    With `checkpoint`, a run that was killed and is started again with the same model, config and
+    data continues after its last finished epoch, with the same random streams, so it ends exactly
+    where an uninterrupted run would have. A finished run is simply loaded back.
+    """
+    task = task or Classification()
+    device = torch.device(device)
+    model.to(device)
+    steps = min(len(train_loader), config.steps_per_epoch or len(train_loader))
+    if steps == 0:
+        raise ValueError("the training loader yields no batches; lower batch_size or use more data")
+    optimizer = make_optimizer(param_groups if param_groups is not None else model.parameters(), config)
+    scheduler = make_scheduler(optimizer, config, steps)
+    enabled, dtype, use_scaler = autocast_settings(device, config.amp)
+    scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
+    history, best_state = History(monitor=task.monitor), None
+    key = fingerprint(model, config, train_loader, task)
+    path = Path(checkpoint) if checkpoint else None
+
+    if path and path.exists():
+        state = torch.load(path, map_location=device, weights_only=False)
+        if state.get("fingerprint") == key:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            if scheduler is not None:
+                scheduler.load_state_dict(state["scheduler"])
+            scaler.load_state_dict(state["scaler"])
+            _set_rng_state(state["rng"], train_loader)
+            history, best_state = History.from_dict(state["history"]), state["best_state"]
+            print(f"{name or 'run'}: resumed from {path} after epoch {len(history.epochs)}/{config.epochs}")
+        else:
+            stale = path.with_name(path.stem + f".stale-{state.get('fingerprint', 'old')}" + path.suffix)
+            os.replace(path, stale)
+            print(f"{name or 'run'}: {path} belongs to other settings; kept it as {stale.name} and start afresh")
+
+    better = (lambda a, b: a > b) if task.mode == "max" else (lambda a, b: a < b)
+    report_every = max(1, config.epochs // 20)
+    for epoch in range(len(history.epochs), config.epochs):
+        started = time.perf_counter()
+        train_stats = _train_epoch(model, train_loader, task, optimizer, scheduler, scaler, config, device,
+                                   enabled, dtype, steps, history, epoch)
+        val_stats = evaluate(model, val_loader, task, device, config.amp) if val_loader is not None else {}
+        seconds = time.perf_counter() - started
+        history.train_seconds += seconds
+        record = {"epoch": epoch + 1, **{f"train_{k}": v for k, v in train_stats.items()},
+                  **{f"val_{k}": v for k, v in val_stats.items()}, "lr": optimizer.param_groups[0]["lr"],
+                  "seconds": seconds}
+        history.epochs.append(record)
+        value = record.get(history.monitor)
+        if value is not None and (history.best_value is None or better(value, history.best_value)):
+            history.best_epoch, history.best_value = epoch + 1, value
+            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        if headless() and ((epoch + 1) % report_every == 0 or epoch + 1 == config.epochs):
+            print(_epoch_line(name, record, config.epochs), flush=True)
+        if path:
+            _save_atomic({"fingerprint": key, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                          "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                          "scaler": scaler.state_dict(), "rng": _rng_state(train_loader),
+                          "history": history.as_dict(), "best_state": best_state}, path)
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return history
+
+
+def _train_epoch(model, loader, task, optimizer, scheduler, scaler, config, device, enabled, dtype, steps,
+                 history, epoch) -> dict:
+    model.train()
+    sums, count, losses = {}, 0, []  # kept on the device: no host sync per step
+    batches = progress(loader, total=steps, desc=f"epoch {epoch + 1}/{config.epochs}")
+    for step, (inputs, targets) in enumerate(batches):
+        if step == steps:
+            break
+        inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=dtype, enabled=enabled):
+            outputs = model(inputs)
+            loss = task.loss(outputs.float(), targets)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if config.grad_clip:
+            scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        if scheduler is not None:
+            scheduler.step()
+        with torch.no_grad():
+            for key, values in task.metrics(outputs.detach().float(), targets).items():
+                sums[key] = sums.get(key, 0.0) + values.sum()
+        count += len(targets)
+        losses.append(loss.detach())
+    losses = torch.stack(losses).float().cpu()
+    if not torch.isfinite(losses).all():
+        bad = int(torch.nonzero(~torch.isfinite(losses))[0]) + 1
+        raise FloatingPointError(f"training loss became {losses[bad - 1].item()} at epoch {epoch + 1}, step {bad}; "
+                                 f"lower the learning rate (lr={config.lr}) or set grad_clip")
+    first = epoch * steps
+    history.iterations.extend({"step": first + i + 1, "loss": v} for i, v in enumerate(losses.tolist()))
+    return {key: float(value) / max(count, 1) for key, value in sums.items()}
+
+
+def _epoch_line(name: str, record: dict, epochs: int) -> str:
+    shown = [f"{k}={v:.4f}" for k, v in record.items() if k.startswith(("train_", "val_"))]
+    return f"{name + ': ' if name else ''}epoch {record['epoch']}/{epochs} " + " ".join(shown) + \
+        f" ({record['seconds']:.1f}s)"
