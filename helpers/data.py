@@ -375,10 +375,13 @@ def group_holdout_split(groups: torch.Tensor, fraction: float = 0.2, seed: int =
 
 def synthetic_images(n: int, num_classes: int, size: int = 32, channels: int = 3, seed: int = 2023,
                      group_size: int = 10) -> ImageSet:
-    """Images whose class is a smooth random pattern plus noise: learnable within a few steps."""
+    """Images whose class is a colour plus a smooth pattern, under noise: learnable within a few steps,
+    and the colour survives flips and crops."""
     generator = make_generator(seed)
-    templates = torch.rand(num_classes, channels, 4, 4, generator=generator)
-    templates = torch.nn.functional.interpolate(templates, size=(size, size), mode="bilinear", align_corners=False)
+    colours = torch.rand(num_classes, channels, 1, 1, generator=generator)
+    patterns = torch.rand(num_classes, channels, 4, 4, generator=generator)
+    patterns = torch.nn.functional.interpolate(patterns, size=(size, size), mode="bilinear", align_corners=False)
+    templates = 0.6 * colours + 0.4 * patterns
     labels = torch.randint(num_classes, (n,), generator=generator)
     noise = torch.rand(n, channels, size, size, generator=generator)
     images = (0.7 * templates[labels] + 0.3 * noise).mul(255).round().to(torch.uint8)

@@ -55,7 +55,10 @@ def plot_histories(histories: dict, metric: str = "acc", metric_label: str = "ac
     `histories` maps a configuration name to one History or a list of them (repeated trials: the
     line is the mean and the band +/- one standard deviation).
     """
-    fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=figsize(1.0, 0.38))
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
+
+    fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=figsize(1.0, 0.4))
     colors = sns.color_palette(PALETTE, len(histories))
     for color, (label, runs) in zip(colors, histories.items()):
         runs = runs if isinstance(runs, (list, tuple)) else [runs]
@@ -67,9 +70,13 @@ def plot_histories(histories: dict, metric: str = "acc", metric_label: str = "ac
                 if column in runs[0].epochs[0]:
                     _band(ax, x, [h.column(column)[:epochs] for h in runs], f"{label} ({split})", color)
                     ax.lines[-1].set_linestyle(style)
-    ax_loss.set(xlabel="epoch", ylabel="loss (nats)")
-    ax_metric.set(xlabel="epoch", ylabel=metric_label)
-    ax_metric.legend(loc="best", ncol=1, frameon=False)
+    for ax, ylabel in ((ax_loss, "loss (nats)"), (ax_metric, metric_label)):
+        ax.set(xlabel="epoch", ylabel=ylabel)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    handles = [Line2D([], [], color=c, label=name) for c, name in zip(colors, histories)]
+    handles += [Line2D([], [], color="0.3", linestyle="--", label="train"),
+                Line2D([], [], color="0.3", linestyle="-", label="validation")]
+    fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     if title:
         fig.suptitle(title)
     fig.tight_layout()

@@ -59,7 +59,8 @@ def execute(path: Path, parameters: dict, executed_dir: Path, progress_bar: bool
         papermill.execute_notebook(str(path), str(output), parameters=parameters, kernel_name="python3",
                                    cwd=str(path.parent), progress_bar=progress_bar, log_output=False)
     except PapermillExecutionError as error:
-        outcome.update(status="failed", error=f"cell {error.cell_index} (execution count {error.exec_count}): "
+        first_line = next((line for line in error.source.splitlines() if line.strip()), "")
+        outcome.update(status="failed", error=f"In [{error.exec_count}] `{first_line[:60]}`: "
                                                f"{error.ename}: {error.evalue}".strip())
     except Exception as error:  # kernel died, bad notebook file, ...: report it like a failed cell
         outcome.update(status="failed", error=f"{type(error).__name__}: {error}")

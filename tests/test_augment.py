@@ -1,0 +1,55 @@
+import pytest
+import torch
+
+from helpers import augment as A
+from helpers.repro import make_generator
+
+
+def batch(n=6, c=3, h=8, w=8):
+    images = torch.arange(n * c * h * w, dtype=torch.float32).view(n, c, h, w) / (n * c * h * w)
+    return images, torch.arange(n)
+
+
+@pytest.mark.parametrize("augmentation", [
+    A.Flip(), A.Translate(0.25), A.RandomCrop(8, padding=2), A.RandomAffine(10, (0.9, 1.1), 5, 0.1),
+    A.BrightnessContrast(0.2, 0.2), A.Compose(A.Flip(), A.Translate(0.1)),
+])
+def test_augmentations_keep_shapes_labels_and_are_seeded(augmentation):
+    images, labels = batch()
+    out1, lab1 = augmentation(images, labels, make_generator(0))
+    out2, _ = augmentation(images, labels, make_generator(0))
+    assert out1.shape == images.shape and out1.dtype == images.dtype
+    assert torch.equal(lab1, labels)
+    assert torch.equal(out1, out2)
+
+
+def test_flip_mirrors_exactly_and_only_allowed_classes():
+    images, labels = batch(n=64)
+    out, _ = A.Flip(p=1.0, classes=[1, 3])(images, labels, make_generator(0))
+    for i in range(64):
+        expected = images[i].flip(-1) if labels[i] in (1, 3) else images[i]
+        assert torch.equal(out[i], expected)
+
+
+def test_translate_moves_content_by_whole_pixels_and_fills_zero():
+    images = torch.zeros(200, 1, 10, 10)
+    images[:, :, 5, 5] = 1.0
+    out, _ = A.Translate(0.2)(images, torch.zeros(200, dtype=torch.long), make_generator(1))
+    assert torch.all(out.sum(dim=(1, 2, 3)) == 1)  # the dot stays inside for shifts up to 2 px
+    rows, cols = torch.nonzero(out[:, 0], as_tuple=True)[1:]
+    assert rows.min() == 3 and rows.max() == 7 and cols.min() == 3 and cols.max() == 7
+
+
+def test_random_crop_size_and_center_crop_content():
+    images, labels = batch(h=32, w=32)
+    out, _ = A.RandomCrop(28)(images, labels, make_generator(0))
+    assert out.shape[-2:] == (28, 28)
+    assert torch.equal(A.center_crop(images, 28), images[..., 2:30, 2:30])
+    with pytest.raises(ValueError, match="larger than the images"):
+        A.RandomCrop(40)(images, labels, make_generator(0))
+
+
+def test_identity_affine_is_identity():
+    images, labels = batch()
+    out, _ = A.RandomAffine(0, (1.0, 1.0), 0, 0)(images, labels, make_generator(0))
+    assert torch.allclose(out, images, atol=1e-5)

@@ -1,0 +1,128 @@
+import pytest
+import torch
+
+from helpers import augment as A
+from helpers import data
+
+
+def test_holdout_split_sizes_disjoint_seeded():
+    train, val = data.holdout_split(1000, 0.2, seed=2023)
+    assert len(train) == 800 and len(val) == 200
+    assert set(train.tolist()).isdisjoint(val.tolist())
+    assert sorted(train.tolist() + val.tolist()) == list(range(1000))
+    again = data.holdout_split(1000, 0.2, seed=2023)
+    assert torch.equal(val, again[1])
+    assert not torch.equal(val, data.holdout_split(1000, 0.2, seed=1)[1])
+
+
+def test_holdout_split_is_the_last_fifth_of_a_seeded_shuffle():
+    order = torch.randperm(50, generator=data.make_generator(2023))
+    assert data.holdout_split(50, 0.2, 2023)[1].tolist() == sorted(order[40:].tolist())
+
+
+def test_group_split_keeps_groups_whole():
+    groups = torch.arange(300) // 30
+    train, val = data.group_holdout_split(groups, 0.2, seed=2023)
+    assert set(groups[train].tolist()).isdisjoint(groups[val].tolist())
+    assert len(val) == 60 and len(train) + len(val) == 300
+
+
+def test_bad_fraction_is_refused():
+    with pytest.raises(ValueError, match="strictly between 0 and 1"):
+        data.holdout_split(10, 1.0)
+
+
+def test_synthetic_images_shapes_types_and_determinism():
+    a = data.synthetic_images(20, 43, size=32, seed=5)
+    b = data.synthetic_images(20, 43, size=32, seed=5)
+    assert a.images.shape == (20, 3, 32, 32) and a.images.dtype == torch.uint8
+    assert a.labels.dtype == torch.long and len(a.classes) == 43
+    assert torch.equal(a.images, b.images)
+
+
+def test_synthetic_lungs_and_text():
+    lungs = data.synthetic_lungs(4, size=48)
+    assert lungs.images.shape == lungs.masks.shape == (4, 1, 48, 48)
+    assert set(lungs.masks.unique().tolist()) == {0, 1}
+    text = data.synthetic_text(5000)
+    assert len(text) == 5000 and "\n" in text
+
+
+def test_image_set_rejects_float_images():
+    with pytest.raises(ValueError, match="uint8"):
+        data.ImageSet(torch.zeros(2, 3, 4, 4), torch.zeros(2, dtype=torch.long), ["a"])
+
+
+def test_limit_is_a_seeded_subset():
+    full = data.synthetic_images(100, 4)
+    small = full.limit(10, seed=1)
+    assert len(small) == 10 and full.limit(None) is full
+    assert torch.equal(small.images, full.limit(10, seed=1).images)
+
+
+def test_tensor_loader_covers_every_sample_once_per_epoch():
+    images = data.synthetic_images(50, 5)
+    loader = data.TensorLoader(images, 8, shuffle=True, seed=3)
+    seen = torch.cat([labels for _, labels in loader])
+    assert len(loader) == 7 and len(seen) == 50
+    assert torch.equal(seen.sort().values, images.labels.sort().values)
+    assert len(data.TensorLoader(images, 8, drop_last=True)) == 6
+
+
+def test_tensor_loader_scales_normalises_and_resumes_its_stream():
+    images = data.synthetic_images(40, 5)
+    loader = data.TensorLoader(images, 10, shuffle=True, augment=A.Flip(), mean=[0.5] * 3, std=[0.25] * 3, seed=1)
+    first, _ = next(iter(loader))
+    assert first.dtype == torch.float32 and first.min() >= -2.0 and first.max() <= 2.0
+    state = loader.state_dict()
+    epoch_a = [x for x, _ in loader]
+    loader.load_state_dict(state)
+    epoch_b = [x for x, _ in loader]
+    assert all(torch.equal(a, b) for a, b in zip(epoch_a, epoch_b))
+
+
+def test_missing_data_names_path_layout_and_fix(tmp_path):
+    with pytest.raises(data.DataMissingError) as error:
+        data.load_gtsrb(tmp_path, "train")
+    message = str(error.value)
+    assert str(tmp_path / "gtsrb") in message and "GTSRB/Training" in message and "download=True" in message
+    for loader in (lambda: data.load_cifar(tmp_path), lambda: data.load_lungs(tmp_path),
+                   lambda: data.load_pets(tmp_path), lambda: data.load_text("shakespeare", tmp_path)):
+        with pytest.raises(data.DataMissingError, match=str(tmp_path)):
+            loader()
+
+
+def test_data_root_resolution(monkeypatch, tmp_path):
+    monkeypatch.setenv("DATA_ROOT", str(tmp_path))
+    assert data.resolve_data_root(None) == tmp_path.resolve()
+    assert data.resolve_data_root("/elsewhere") == data.Path("/elsewhere")
+    monkeypatch.delenv("DATA_ROOT")
+    assert data.resolve_data_root(None).name == "data"
+
+
+def test_lungs_accept_float_images_and_masks(tmp_path):
+    import numpy as np
+
+    (tmp_path / "lungs").mkdir()
+    x = np.random.default_rng(0).random((3, 16, 16, 1)).astype(np.float32)
+    y = (x > 0.5).astype(np.float32)
+    np.savez(tmp_path / "lungs" / "lung_field_dataset.npz", **{f"{k}_{s}": v for s in ("train", "val", "test")
+                                                               for k, v in (("x", x), ("y", y))})
+    sets = data.load_lungs(tmp_path)
+    assert sets["train"].images.dtype == torch.uint8 and sets["train"].images.shape == (3, 1, 16, 16)
+    assert sets["test"].images.max() > 200
+    assert torch.equal(sets["val"].masks, torch.from_numpy(y > 0.5).permute(0, 3, 1, 2).to(torch.uint8))
+
+
+def test_text_corpora_from_path_and_stdlib(tmp_path):
+    path = tmp_path / "corpus.txt"
+    path.write_text("hello world\n")
+    assert data.load_text(str(path)) == "hello world\n"
+    assert "def " in data.load_text("python-stdlib")[:100_000]
+    with pytest.raises(data.DataMissingError, match="not a known corpus"):
+        data.load_text(str(tmp_path / "nope.txt"))
+
+
+def test_gutenberg_body_strips_licence():
+    text = "header\n*** START OF THE PROJECT GUTENBERG EBOOK X ***\nPoem.\n*** END OF THE PROJECT GUTENBERG EBOOK X"
+    assert data._gutenberg_body(text) == "Poem.\n"

@@ -1,0 +1,20 @@
+import torch
+from torch import nn
+
+from helpers import models
+
+
+def test_traffic_sign_cnn_linear_layer_takes_512_inputs():
+    model = models.TrafficSignCNN()
+    assert model.classifier.in_features == 512
+    assert model.features(torch.zeros(2, 3, 28, 28)).shape == (2, 512)
+    assert model(torch.zeros(2, 3, 28, 28)).shape == (2, 43)
+    assert models.count_parameters(model) == (3 * 64 * 25 + 64) + (64 * 32 * 25 + 32) + (512 * 43 + 43)
+
+
+def test_batch_norm_sits_between_bias_free_conv_and_activation():
+    model = models.TrafficSignCNN(batch_norm=True)
+    assert models.batch_norm_placement(model) == [("Conv2d", "BatchNorm2d", "ELU")] * 2
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert all(c.bias is None for c in convs)
+    assert models.count_parameters(model) == models.count_parameters(models.TrafficSignCNN()) - 96 + 2 * (64 + 32)

@@ -1,0 +1,89 @@
+"""Every notebook under notebooks/ runs under papermill in the smoke profile, twice identically,
+and again with TRAIN=False from the weights and results of the first run (the demo path)."""
+import json
+from pathlib import Path
+
+import nbformat
+import papermill
+import pytest
+
+from helpers import reproduce
+from helpers.runner import COMMON_PARAMETERS
+
+pytestmark = pytest.mark.notebooks
+NOTEBOOKS = reproduce.find_notebooks()
+IDS = [p.name[:2] for p in NOTEBOOKS]
+
+
+def test_there_are_notebooks():
+    assert NOTEBOOKS, "notebooks/ holds no numbered notebook"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_committed_clean_with_a_parameters_cell(path):
+    notebook = nbformat.read(path, as_version=4)
+    code = [c for c in notebook.cells if c.cell_type == "code"]
+    assert all(not c.outputs and c.execution_count is None for c in code), "strip outputs before committing"
+    tagged = [c for c in code if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, "exactly one cell must be tagged `parameters`"
+    assert set(COMMON_PARAMETERS) <= set(papermill.inspect_notebook(str(path)))
+
+
+def smoke(path, out: Path, train=True):
+    parameters = {"PROFILE": "smoke", "SEED": 2023, "OUTPUT_DIR": str(out), "DEVICE": "cpu", "TRAIN": train}
+    outcome = reproduce.execute(path, parameters, out / "executed", progress_bar=False)
+    assert outcome["status"] == "ok", f"{path.name} failed in {outcome['error']} (see {outcome['executed']})"
+    return outcome
+
+
+def without_timings(value):
+    if isinstance(value, dict):
+        return {k: without_timings(v) for k, v in value.items()
+                if k not in ("seconds", "train_seconds", "environment", "params")}
+    if isinstance(value, list):
+        return [without_timings(v) for v in value]
+    return value
+
+
+def results_of(out: Path) -> dict:
+    return {p.name: without_timings(json.loads(p.read_text())) for p in sorted((out / "results").glob("*.json"))}
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_smoke_run_is_deterministic_and_replays_without_training(path, tmp_path):
+    first = smoke(path, tmp_path / "a")
+    nb = path.name[:2]
+    assert first["metrics"], "the notebook must end with run.summary(...)"
+    assert list((tmp_path / "a" / "figures").glob(f"{nb}_*.pdf")), "no figures written"
+    assert list((tmp_path / "a" / "report" / "generated").glob(f"{nb}_*.tex")), "no tables/macros written"
+    assert list((tmp_path / "a" / "weights").glob(f"{nb}_*.pt")), "no weights written"
+
+    second = smoke(path, tmp_path / "b")
+    assert second["metrics"] == first["metrics"]
+    assert results_of(tmp_path / "a") == results_of(tmp_path / "b")
+
+    replay = smoke(path, tmp_path / "a", train=False)
+    assert replay["metrics"] == first["metrics"]
+
+
+def test_failing_cell_is_named(tmp_path):
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("PROFILE = 'smoke'"),
+                                               nbformat.v4.new_code_cell("x = 1"),
+                                               nbformat.v4.new_code_cell("raise ValueError('broken on purpose')")])
+    notebook.cells[0].metadata["tags"] = ["parameters"]
+    notebook.metadata["kernelspec"] = {"name": "python3", "language": "python", "display_name": "Python 3"}
+    path = tmp_path / "99_broken.ipynb"
+    nbformat.write(notebook, path)
+    outcome = reproduce.execute(path, {"PROFILE": "smoke"}, tmp_path / "executed", progress_bar=False)
+    assert outcome["status"] == "failed" and "ValueError: broken on purpose" in outcome["error"]
+    assert outcome["error"].startswith("In [4] `raise ValueError('broken on purpose')`")
+    executed = nbformat.read(outcome["executed"], as_version=4)  # the executed copy keeps the traceback
+    failed = [c for c in executed.cells if c.get("execution_count") == 4]
+    assert failed and failed[0].outputs[0].output_type == "error"
+
+
+def test_runner_refuses_unknown_notebook_numbers_and_parameters(tmp_path):
+    with pytest.raises(SystemExit, match="no notebook numbered 77"):
+        reproduce.find_notebooks("77")
+    with pytest.raises(SystemExit, match="does not take parameter.*EPOCHS"):
+        reproduce.check_declared(NOTEBOOKS[0], {"EPOCHS": 3})

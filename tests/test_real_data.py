@@ -1,0 +1,63 @@
+"""The loaders on the real data sets (prepared from ../shared/data); skipped only where absent."""
+import pytest
+import torch
+
+from helpers import data
+
+from .conftest import require
+
+pytestmark = pytest.mark.real_data
+
+
+def test_cifar10_sizes_classes(data_root):
+    require(data_root / "cifar10", "CIFAR-10")
+    test = data.load_cifar(data_root, "test")
+    assert test.images.shape == (10000, 3, 32, 32) and test.classes[0] == "airplane"
+    assert test.class_counts().tolist() == [1000] * 10
+    train = data.load_cifar(data_root, "train")
+    assert len(train) == 50000 and train.class_counts().tolist() == [5000] * 10
+
+
+def test_gtsrb_sizes_classes_tracks(data_root):
+    require(data_root / "gtsrb", "GTSRB")
+    train, test = data.load_gtsrb(data_root, "train"), data.load_gtsrb(data_root, "test")
+    assert train.images.shape == (39209, 3, 32, 32) and len(test) == 12630
+    assert len(train.class_counts()) == 43 and train.class_counts().min() == 210
+    tracks = train.groups.unique(return_counts=True)[1]
+    assert tracks.min() >= 1 and tracks.max() == 30 and len(tracks) > 1000
+    t, v = data.group_holdout_split(train.groups)
+    assert abs(len(v) / len(train) - 0.2) < 0.03
+
+
+def test_pets_sizes_classes(data_root):
+    require(data_root / "oxford-iiit-pet", "Oxford-IIIT Pet")
+    trainval = data.load_pets(data_root, "trainval", size=64)
+    assert trainval.images.shape == (3680, 3, 64, 64) and len(trainval.classes) == 37
+    test = data.load_pets(data_root, "test", size=64, target="binary-category")
+    assert len(test) == 3669 and test.classes == ["Cat", "Dog"]
+    assert 0.25 < test.labels.float().mean() < 0.75
+
+
+def test_lungs_sizes_and_binary_masks(data_root):
+    require(data_root / "lungs" / "lung_field_dataset.npz", "lung fields")
+    sets = data.load_lungs(data_root)
+    assert [len(sets[s]) for s in ("train", "val", "test")] == [112, 12, 123]
+    assert sets["train"].images.shape[1:] == (1, 256, 256)
+    assert set(sets["test"].masks.unique().tolist()) == {0, 1}
+    assert 0.1 < sets["train"].masks.float().mean() < 0.5  # lungs cover a fair part of a chest X-ray
+
+
+def test_text_corpora(data_root):
+    require(data_root / "text", "text corpora")
+    shakespeare = data.load_text("shakespeare", data_root)
+    assert len(shakespeare) == 1115394 and len(set(shakespeare)) == 65
+    assert "Because I could not stop for Death" in data.load_text("dickinson", data_root)
+
+
+def test_mobilenet_weights_load_strictly(data_root):
+    import torchvision
+
+    path = require(data_root / "weights" / "mobilenet_v2_imagenet1k.pth", "MobileNetV2 weights")
+    model = torchvision.models.mobilenet_v2(weights=None)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)

@@ -1,0 +1,51 @@
+import pytest
+import torch
+
+from helpers import repro
+
+
+def draw():
+    return torch.rand(5), torch.randn(3, generator=repro.make_generator(7))
+
+
+def test_seed_everything_gives_identical_tensors_twice():
+    repro.seed_everything(2023)
+    first = draw()
+    repro.seed_everything(2023)
+    second = draw()
+    assert all(torch.equal(a, b) for a, b in zip(first, second))
+    repro.seed_everything(2024)
+    assert not torch.equal(draw()[0], first[0])
+
+
+def test_seed_everything_enables_deterministic_algorithms():
+    repro.seed_everything(1)
+    assert torch.are_deterministic_algorithms_enabled()
+    assert not torch.backends.cudnn.benchmark
+
+
+def test_resolve_device_auto_and_cpu():
+    assert repro.resolve_device("cpu") == torch.device("cpu")
+    expected = "cuda" if torch.cuda.is_available() else None
+    if expected:
+        assert repro.resolve_device("auto").type == "cuda"
+    elif not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        assert repro.resolve_device("auto") == torch.device("cpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown when CUDA is missing")
+def test_resolve_device_explains_missing_cuda():
+    with pytest.raises(ValueError, match="CUDA is not available.*DEVICE='auto'"):
+        repro.resolve_device("cuda")
+
+
+def test_resolve_device_rejects_nonsense():
+    with pytest.raises(ValueError, match="not a device name"):
+        repro.resolve_device("gpu0")
+
+
+def test_environment_records_versions_device_and_commit():
+    env = repro.environment(torch.device("cpu"))
+    assert env["torch"] == torch.__version__
+    assert env["device"] == "cpu" and "CPU" in env["device_name"]
+    assert env["git_commit"] and env["python"].count(".") == 2

@@ -1,0 +1,92 @@
+import json
+
+import matplotlib.pyplot as plt
+import pytest
+import torch
+from torch import nn
+
+from helpers import models, plots, results
+
+
+def test_latex_escape_and_table():
+    assert results.latex_escape("bn_adamw 50% & $x#{}") == r"bn\_adamw 50\% \& \$x\#\{\}"
+    table = results.latex_table([{"name": "bn_adamw", "acc": 0.98765, "n": 3}], {"name": "model", "acc": (
+        "acc (%)", lambda v: f"{100 * v:.1f}"), "n": "trials"}, "Caption with 10% & more", "tab:x", note="(fast)")
+    assert r"bn\_adamw & 98.8 & 3 \\" in table
+    assert r"\caption{Caption with 10\% \& more (fast)}" in table and r"\label{tab:x}" in table
+    assert table.count(r"\toprule") == 1 and table.count(r"\bottomrule") == 1
+
+
+def test_macro_names_and_file(tmp_path):
+    assert results.macro_name("test_acc", 3) == "TestAccThree"
+    path = results.write_macros({"bn_mean_acc": 0.9876, "epochs": 5, "best": "bn+adamw"}, tmp_path / "m.tex", "R")
+    text = path.read_text()
+    assert r"\newcommand{\RBnMeanAcc}{0.99}" in text and r"\newcommand{\REpochs}{5}" in text
+    with pytest.raises(ValueError, match="map to"):
+        results.write_macros({"a_b": 1, "aB": 2}, tmp_path / "n.tex")
+
+
+def test_trial_statistics_mann_whitney():
+    rows = results.trial_statistics({"base": [0.90, 0.91, 0.92], "new": [0.95, 0.96, 0.97]}, "base")
+    base, new = rows
+    assert base["mean"] == pytest.approx(0.91) and base["std"] == pytest.approx(0.01)
+    assert "p" not in base and new["p"] == pytest.approx(0.1)  # smallest two-sided p for 3 vs 3
+    with pytest.raises(ValueError, match="baseline"):
+        results.trial_statistics({"a": [1.0]}, "b")
+
+
+def test_write_json_is_stable_and_handles_tensors(tmp_path):
+    path = results.write_json({"b": torch.tensor([1.5]), "a": float("nan")}, tmp_path / "r.json")
+    assert json.loads(path.read_text()) == {"a": "nan", "b": [1.5]}
+
+
+def test_weights_roundtrip_manifest_and_mismatch(tmp_path):
+    model = models.TrafficSignCNN(batch_norm=True)
+    entry = results.save_weights(model, "03_bn", tmp_path, notebook="03", metric={"test_acc": 0.9}, profile="smoke")
+    manifest = results.read_manifest(tmp_path)["03_bn"]
+    assert manifest["sha256"] == results.sha256(tmp_path / "03_bn.pt") == entry["sha256"]
+    assert manifest["parameters"] == models.count_parameters(model) and manifest["notebook"] == "03"
+    fresh = models.TrafficSignCNN(batch_norm=True)
+    results.load_weights(fresh, "03_bn", tmp_path)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), fresh.state_dict().values()))
+    with pytest.raises(results.WeightsMismatchError, match="holds a TrafficSignCNN.*batch_norm': True.*"
+                                                           "model is a TrafficSignCNN.*batch_norm': False"):
+        results.load_weights(models.TrafficSignCNN(batch_norm=False), "03_bn", tmp_path)
+    with pytest.raises(FileNotFoundError, match="TRAIN=True"):
+        results.load_weights(fresh, "missing", tmp_path)
+    (tmp_path / "03_bn.pt").write_bytes(b"garbage")
+    with pytest.raises(results.WeightsMismatchError, match="sha256"):
+        results.load_weights(fresh, "03_bn", tmp_path)
+
+
+def test_model_size_figures():
+    model = nn.Linear(10, 3)
+    assert models.count_parameters(model) == 33
+    assert models.model_memory_bytes(nn.BatchNorm1d(4)) == 4 * 4 * 4 + 8  # weight, bias, 2 float32 stats + int64 count
+
+
+def test_figures_have_no_timestamps(tmp_path):
+    def draw(folder):
+        fig, ax = plt.subplots(figsize=plots.figsize(0.5))
+        ax.plot([0, 1], [1, 0])
+        paths = plots.save_figure(fig, "curve", folder)
+        plt.close(fig)
+        return {k: p.read_bytes() for k, p in paths.items()}
+
+    first, second = draw(tmp_path / "a"), draw(tmp_path / "b")
+    assert first == second and first["pdf"].startswith(b"%PDF") and b"CreationDate" not in first["pdf"]
+
+
+def test_plot_helpers_draw_what_they_say():
+    from helpers.training import History
+
+    h = History(epochs=[{"epoch": i, "train_loss": 1 / i, "val_loss": 1.2 / i, "train_acc": 0.5, "val_acc": 0.4}
+                        for i in (1, 2, 3)], iterations=[{"step": i, "loss": 1.0} for i in range(1, 31)])
+    fig = plots.plot_histories({"a": [h, h], "b": h})
+    assert len(fig.axes[0].lines) == 4 and fig.axes[0].get_xlabel() == "epoch"
+    fig = plots.plot_confusion_matrix([0, 1, 1], [0, 1, 0], ["x", "y"])
+    assert fig.axes[0].get_ylabel() == "true class"
+    fig = plots.plot_image_grid(torch.zeros(5, 3, 8, 8, dtype=torch.uint8), titles=list("abcde"), ncols=4)
+    assert len(fig.axes) == 8
+    plots.plot_iterations({"a": h})
+    plt.close("all")

@@ -1,0 +1,56 @@
+import pytest
+
+from helpers import runner
+from helpers.profiles import budget
+
+GOOD = {"SEED": 2023, "PROFILE": "smoke", "DATA_ROOT": None, "DEVICE": "cpu", "OUTPUT_DIR": None, "TRAIN": True}
+
+
+def test_check_parameters_accepts_the_contract():
+    assert runner.check_parameters(dict(GOOD, torch=object(), A=object()), runner.COMMON_PARAMETERS) == GOOD
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"EPOCHS": 3}, "unknown parameter.*EPOCHS.*takes SEED, PROFILE"),
+    ({"SEED": "2023"}, "SEED='2023' should be int"),
+    ({"TRAIN": 1}, "TRAIN=1 should be bool"),
+    ({"SEED": True}, "SEED=True should be int"),
+    ({"PROFILE": "quick"}, "PROFILE='quick' is unknown; choose one of smoke, fast, full"),
+    ({"DATA_ROOT": 3}, "DATA_ROOT=3 should be str or None"),
+])
+def test_bad_parameters_fail_before_any_work(change, message):
+    with pytest.raises(runner.ParameterError, match=message):
+        runner.check_parameters(dict(GOOD, **change), runner.COMMON_PARAMETERS)
+
+
+def test_missing_parameter_is_named():
+    params = dict(GOOD)
+    del params["TRAIN"]
+    with pytest.raises(runner.ParameterError, match="lacks TRAIN"):
+        runner.check_parameters(params, runner.COMMON_PARAMETERS)
+
+
+def test_start_seeds_and_routes_outputs(tmp_path):
+    run = runner.start(dict(GOOD, OUTPUT_DIR=str(tmp_path)), "03")
+    assert run.device.type == "cpu" and run.budget.synthetic
+    assert run.checkpoint("x") == tmp_path / "checkpoints" / "smoke" / "03_x.ckpt"
+    assert run.path("tables") == tmp_path / "report" / "generated"
+    assert "Profile smoke: synthetic stand-in data, 2 epochs" in run.profile_note()
+    with pytest.raises(ValueError, match="unknown output kind"):
+        run.path("logs")
+
+
+def test_smoke_outputs_never_land_on_the_committed_ones():
+    assert runner.default_output_dir("smoke").parts[-3:] == ("runs", "smoke", "outputs")
+    assert runner.default_output_dir("fast") == runner.PROJECT_ROOT
+
+
+def test_budgets_are_read_only_and_named():
+    b = budget("03", "fast")
+    assert b.epochs >= 1 and not b.synthetic
+    with pytest.raises(TypeError, match="profiles.py"):
+        b["epochs"] = 1
+    with pytest.raises(ValueError, match="PROFILE='gpu'"):
+        budget("03", "gpu")
+    with pytest.raises(AttributeError, match="budget has no 'epoch'"):
+        b.epoch

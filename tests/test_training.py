@@ -1,0 +1,159 @@
+import pytest
+import torch
+from torch import nn
+
+from helpers import augment as A
+from helpers import data, training
+from helpers.training import TrainConfig
+
+
+def tiny_model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Dropout(0.2), nn.AdaptiveAvgPool2d(2),
+                         nn.Flatten(), nn.Linear(32, 4))
+
+
+def loaders(seed=0):
+    train = data.synthetic_images(96, 4, size=12, seed=1)
+    val = data.synthetic_images(48, 4, size=12, seed=2)
+    return (data.TensorLoader(train, 16, shuffle=True, augment=A.Flip(), seed=seed),
+            data.TensorLoader(val, 48))
+
+
+CONFIG = TrainConfig(epochs=4, optimizer="sgd", lr=0.05, scheduler="warmup_cosine", warmup_epochs=1)
+
+
+def test_fit_learns_and_records_history():
+    model = tiny_model()
+    train, val = loaders()
+    history = training.fit(model, train, val, TrainConfig(epochs=6, optimizer="adam", lr=0.01))
+    assert len(history.epochs) == 6 and len(history.iterations) == 6 * len(train)
+    assert history.epochs[-1]["train_loss"] < history.epochs[0]["train_loss"]
+    assert history.best_value == max(history.column("val_acc")) and history.best_value > 0.5
+    assert {"train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"} <= set(history.epochs[0])
+
+
+def test_best_validation_weights_are_restored():
+    model = tiny_model()
+    train, val = loaders()
+    history = training.fit(model, train, val, CONFIG)
+    assert training.evaluate(model, val)["acc"] == pytest.approx(history.best_value)
+
+
+def test_resume_after_kill_equals_uninterrupted_run(tmp_path):
+    reference = tiny_model()
+    train, val = loaders()
+    training.fit(reference, train, val, CONFIG)
+
+    class Killed(Exception):
+        pass
+
+    class DiesInEpochThree:
+        """The same loader, but the process 'dies' during the third epoch."""
+
+        def __init__(self, inner):
+            self.inner, self.epoch, self.batch_size, self.augment = inner, 0, inner.batch_size, inner.augment
+
+        def __len__(self):
+            return len(self.inner)
+
+        def __iter__(self):
+            self.epoch += 1
+            for i, batch in enumerate(self.inner):
+                if self.epoch == 3 and i == 2:
+                    raise Killed
+                yield batch
+
+        def state_dict(self):
+            return self.inner.state_dict()
+
+        def load_state_dict(self, state):
+            self.inner.load_state_dict(state)
+
+    checkpoint = tmp_path / "run.ckpt"
+    train, val = loaders()
+    with pytest.raises(Killed):
+        training.fit(tiny_model(), DiesInEpochThree(train), val, CONFIG, checkpoint=checkpoint)
+    torch.manual_seed(12345)  # a restarted process has other global random state
+    resumed = tiny_model()
+    train, val = loaders()
+    history = training.fit(resumed, train, val, CONFIG, checkpoint=checkpoint)
+    assert len(history.epochs) == 4
+    for a, b in zip(reference.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_finished_checkpoint_is_loaded_not_retrained_and_other_settings_start_afresh(tmp_path, capsys):
+    checkpoint = tmp_path / "run.ckpt"
+    train, val = loaders()
+    first = training.fit(tiny_model(), train, val, CONFIG, checkpoint=checkpoint)
+    again = training.fit(tiny_model(), *loaders(), CONFIG, checkpoint=checkpoint)
+    assert again.epochs == first.epochs
+    other = TrainConfig(epochs=2, optimizer="adam")
+    training.fit(tiny_model(), *loaders(), other, checkpoint=checkpoint)
+    assert "belongs to other settings" in capsys.readouterr().out
+    assert len(list(tmp_path.glob("run.stale-*.ckpt"))) == 1  # the old run is kept, not lost
+
+
+def test_steps_per_epoch_caps_the_work():
+    train, val = loaders()
+    history = training.fit(tiny_model(), train, val, TrainConfig(epochs=2, steps_per_epoch=2))
+    assert len(history.iterations) == 4
+
+
+def test_bad_config_names_the_choices():
+    with pytest.raises(ValueError, match="choose one of sgd, nesterov, adam, adamw"):
+        TrainConfig(epochs=1, optimizer="adagrad")
+    with pytest.raises(ValueError, match="scheduler='cosnie' is unknown"):
+        TrainConfig(epochs=1, scheduler="cosnie")
+    with pytest.raises(TypeError, match="learning_rate"):
+        TrainConfig(epochs=1, learning_rate=0.1)
+
+
+def test_diverging_loss_is_reported_with_a_fix():
+    train, val = loaders()
+    with pytest.raises(FloatingPointError, match="lower the learning rate"):
+        training.fit(tiny_model(), train, val, TrainConfig(epochs=1, optimizer="sgd", lr=1e12))
+
+
+@pytest.mark.parametrize("name", ["cosine", "warmup_cosine", "step", "cosine_restarts", "onecycle"])
+def test_schedules_start_and_end_where_they_should(name):
+    config = TrainConfig(epochs=10, lr=1.0, scheduler=name, warmup_epochs=2 if name == "warmup_cosine" else 0,
+                         step_every=3, restart_every=2)
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = training.make_scheduler(optimizer, config, steps_per_epoch=5)
+    lrs = []
+    for _ in range(50):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert max(lrs) <= 1.0 + 1e-9
+    if name == "warmup_cosine":
+        assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0) and lrs[-1] < 0.01
+    if name == "step":
+        assert lrs[14] == pytest.approx(1.0) and lrs[15] == pytest.approx(0.1) and lrs[30] == pytest.approx(0.01)
+    if name == "cosine_restarts":
+        assert lrs[10] == pytest.approx(1.0) and lrs[9] < 0.1  # restart after the first 2-epoch cycle
+
+
+def test_autocast_settings_per_device():
+    assert training.autocast_settings(torch.device("cpu"), "auto") == (False, torch.float32, False)
+    assert training.autocast_settings(torch.device("cuda"), "auto") == (True, torch.float16, True)
+    assert training.autocast_settings(torch.device("cuda"), False) == (False, torch.float32, False)
+    assert training.autocast_settings(torch.device("cpu"), True) == (True, torch.bfloat16, False)
+
+
+def test_classification_task_accepts_soft_targets():
+    task = training.Classification(label_smoothing=0.1)
+    logits = torch.tensor([[2.0, 0.0], [0.0, 2.0]])
+    soft = torch.tensor([[0.9, 0.1], [0.2, 0.8]])
+    assert task.metrics(logits, soft)["acc"].tolist() == [1.0, 1.0]
+    assert task.loss(logits, torch.tensor([0, 1])) > torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1]))
+
+
+def test_predict_averages_tta_views():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 2))
+    loader = [(torch.randn(4, 3, 2, 2), torch.zeros(4, dtype=torch.long))]
+    plain, _ = training.predict(model, loader)
+    doubled, _ = training.predict(model, loader, tta=lambda x: [x])
+    assert torch.allclose(plain, doubled)
