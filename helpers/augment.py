@@ -30,19 +30,26 @@ class Compose:
 
 
 class Flip:
-    """Horizontal flip with probability p; with `classes`, only samples of those classes may flip."""
+    """Horizontal flip with probability p. With `classes`, only samples of those classes may flip; with
+    `swaps` ({label: label after the flip}), mirror-image pairs such as 'keep left'/'keep right' also
+    flip and change label."""
 
-    def __init__(self, p: float = 0.5, classes=None):
-        self.p, self.classes = p, None if classes is None else sorted(classes)
+    def __init__(self, p: float = 0.5, classes=None, swaps: dict | None = None):
+        self.p, self.swaps = p, dict(swaps or {})
+        self.classes = None if classes is None and not swaps else sorted(set(classes or ()) | set(self.swaps))
 
     def __call__(self, images, labels, generator):
         flip = _uniform(len(images), 0, 1, generator, images.device) < self.p
         if self.classes is not None:
             flip &= torch.isin(labels, torch.tensor(self.classes, device=labels.device))
+        if self.swaps:
+            table = torch.arange(int(max(labels.max().item(), *self.swaps)) + 1, device=labels.device)
+            table[list(self.swaps)] = torch.tensor(list(self.swaps.values()), device=labels.device)
+            labels = torch.where(flip, table[labels], labels)
         return torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images), labels
 
     def __repr__(self):
-        return f"Flip(p={self.p}, classes={self.classes})"
+        return f"Flip(p={self.p}, classes={self.classes}, swaps={self.swaps})"
 
 
 def shift_crop(images: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, out_h: int, out_w: int) -> torch.Tensor:
@@ -153,3 +160,31 @@ class BrightnessContrast:
 
     def __repr__(self):
         return f"BrightnessContrast(brightness={self.brightness}, contrast={self.contrast})"
+
+
+class PerImageStandardize:
+    """Each image to zero mean and unit variance over its own pixels (contrast normalisation):
+    GTSRB photos range from night-dark to washed-out, and this removes most of that before the net."""
+
+    def __init__(self, eps: float = 1e-3):
+        self.eps = eps
+
+    def __call__(self, images, labels, generator=None):
+        mean = images.mean(dim=(1, 2, 3), keepdim=True)
+        std = images.std(dim=(1, 2, 3), keepdim=True)
+        return (images - mean) / (std + self.eps), labels
+
+    def __repr__(self):
+        return f"PerImageStandardize(eps={self.eps})"
+
+
+def shifted_views(images: torch.Tensor, pixels: int = 2) -> list:
+    """Four copies shifted by `pixels` up/down/left/right (edges replicated), for test-time averaging."""
+    h, w = images.shape[-2:]
+    padded = F.pad(images, (pixels,) * 4, mode="replicate")
+    n = len(images)
+    views = []
+    for dy, dx in ((0, pixels), (2 * pixels, pixels), (pixels, 0), (pixels, 2 * pixels)):
+        offset = lambda d: torch.full((n,), d, device=images.device, dtype=torch.long)
+        views.append(shift_crop(padded, offset(dy), offset(dx), h, w))
+    return views

@@ -55,3 +55,23 @@ def batch_norm_placement(model: nn.Module) -> list:
     return [(type(leaves[i - 1]).__name__ if i else None, type(m).__name__,
              type(leaves[i + 1]).__name__ if i + 1 < len(leaves) else None)
             for i, m in enumerate(leaves) if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+class SignNet(nn.Module):
+    """The challenge CNN for GTSRB: VGG-style stages of `convs` conv3x3-BN-ReLU layers, each stage
+    ending in 2x2 max-pooling and dropout, then global average pooling and one linear layer."""
+
+    def __init__(self, num_classes: int = 43, widths=(32, 64, 128), convs: int = 2, dropout: float = 0.2):
+        super().__init__()
+        self.config = dict(num_classes=num_classes, widths=list(widths), convs=convs, dropout=dropout)
+        layers, c_in = [], 3
+        for width in widths:
+            for _ in range(convs):
+                layers += conv_bn_act(c_in, width, 3, batch_norm=True, activation=nn.ReLU, padding=1)
+                c_in = width
+            layers += [nn.MaxPool2d(2), nn.Dropout(dropout)]
+        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.classifier = nn.Linear(c_in, num_classes)
+
+    def forward(self, x):
+        return self.classifier(self.features(x))

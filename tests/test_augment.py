@@ -53,3 +53,26 @@ def test_identity_affine_is_identity():
     images, labels = batch()
     out, _ = A.RandomAffine(0, (1.0, 1.0), 0, 0)(images, labels, make_generator(0))
     assert torch.allclose(out, images, atol=1e-5)
+
+
+def test_flip_swaps_mirror_pair_labels():
+    images, _ = batch(n=4)
+    labels = torch.tensor([33, 34, 5, 12])
+    out, new = A.Flip(p=1.0, classes=[12], swaps={33: 34, 34: 33})(images, labels, make_generator(0))
+    assert new.tolist() == [34, 33, 5, 12]
+    assert torch.equal(out[0], images[0].flip(-1)) and torch.equal(out[2], images[2])
+
+
+def test_per_image_standardize():
+    images = torch.rand(5, 3, 8, 8) * torch.arange(1, 6).view(5, 1, 1, 1)
+    out, _ = A.PerImageStandardize()(images, torch.zeros(5), None)
+    assert torch.allclose(out.mean(dim=(1, 2, 3)), torch.zeros(5), atol=1e-5)
+    assert torch.allclose(out.std(dim=(1, 2, 3)), torch.ones(5), atol=1e-2)
+
+
+def test_shifted_views_move_content_one_way_each():
+    images = torch.zeros(1, 1, 9, 9)
+    images[0, 0, 4, 4] = 1.0
+    views = A.shifted_views(images, pixels=2)
+    centres = [tuple(torch.nonzero(v[0, 0])[0].tolist()) for v in views]
+    assert centres == [(6, 4), (2, 4), (4, 6), (4, 2)]
