@@ -49,3 +49,24 @@ def test_environment_records_versions_device_and_commit():
     assert env["torch"] == torch.__version__
     assert env["device"] == "cpu" and "CPU" in env["device_name"]
     assert env["git_commit"] and env["python"].count(".") == 2
+
+
+def test_dataloader_workers_are_seeded_from_the_generator():
+    import numpy as np
+    from torch.utils.data import DataLoader, Dataset
+
+    class NumpyNoise(Dataset):
+        def __len__(self):
+            return 8
+
+        def __getitem__(self, i):
+            return torch.tensor(np.random.rand())  # what an un-seeded worker would duplicate or vary
+
+    def draw():
+        loader = DataLoader(NumpyNoise(), batch_size=2, shuffle=True, num_workers=2,
+                            worker_init_fn=repro.seed_worker, generator=repro.make_generator(3))
+        return torch.cat(list(loader))
+
+    first, second = draw(), draw()
+    assert torch.equal(first, second)
+    assert len(set(first.tolist())) == 8  # the two workers do not repeat each other's numbers
