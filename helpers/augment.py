@@ -49,7 +49,8 @@ class Flip:
         return torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images), labels
 
     def __repr__(self):
-        return f"Flip(p={self.p}, classes={self.classes}, swaps={self.swaps})"
+        swaps = f", swaps={self.swaps}" if self.swaps else ""
+        return f"Flip(p={self.p}, classes={self.classes}{swaps})"
 
 
 def shift_crop(images: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, out_h: int, out_w: int) -> torch.Tensor:

@@ -57,14 +57,36 @@ def batch_norm_placement(model: nn.Module) -> list:
             for i, m in enumerate(leaves) if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
+class SpatialTransformer(nn.Module):
+    """A learnt affine warp of the input (Jaderberg et al., 2015): a small localisation network predicts
+    the 2x3 matrix, initialised to the identity so training starts from the plain image."""
+
+    def __init__(self, channels: int = 3, hidden: int = 64):
+        super().__init__()
+        self.localise = nn.Sequential(nn.Conv2d(channels, 16, 5), nn.MaxPool2d(2), nn.ReLU(),
+                                      nn.Conv2d(16, 32, 5), nn.MaxPool2d(2), nn.ReLU(),
+                                      nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(32 * 16, hidden), nn.ReLU(),
+                                      nn.Linear(hidden, 6))
+        nn.init.zeros_(self.localise[-1].weight)
+        with torch.no_grad():
+            self.localise[-1].bias.copy_(torch.tensor([1.0, 0, 0, 0, 1.0, 0]))
+
+    def forward(self, x):
+        theta = self.localise(x).float().view(-1, 2, 3)
+        grid = nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
+        return nn.functional.grid_sample(x.float(), grid, align_corners=False, padding_mode="border").to(x.dtype)
+
+
 class SignNet(nn.Module):
     """The challenge CNN for GTSRB: VGG-style stages of `convs` conv3x3-BN-ReLU layers, each stage
     ending in 2x2 max-pooling and dropout, then global average pooling and one linear layer."""
 
-    def __init__(self, num_classes: int = 43, widths=(32, 64, 128), convs: int = 2, dropout: float = 0.2):
+    def __init__(self, num_classes: int = 43, widths=(32, 64, 128), convs: int = 2, dropout: float = 0.2,
+                 spatial_transformer: bool = False):
         super().__init__()
-        self.config = dict(num_classes=num_classes, widths=list(widths), convs=convs, dropout=dropout)
-        layers, c_in = [], 3
+        self.config = dict(num_classes=num_classes, widths=list(widths), convs=convs, dropout=dropout,
+                           spatial_transformer=spatial_transformer)
+        layers, c_in = [SpatialTransformer(3)] if spatial_transformer else [], 3
         for width in widths:
             for _ in range(convs):
                 layers += conv_bn_act(c_in, width, 3, batch_norm=True, activation=nn.ReLU, padding=1)

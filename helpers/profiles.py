@@ -14,13 +14,13 @@ _BUDGETS = {
     "03": {
         "smoke": dict(synthetic=True, train_limit=512, test_limit=256, epochs=2, steps_per_epoch=4, trials=2,
                       batch_size=64, eval_batch_size=256, challenge_epochs=2, challenge_trials=2,
-                      challenge_model=dict(widths=(8, 16, 32), convs=1)),
+                      challenge_model=dict(widths=(8, 16, 32), convs=1, spatial_transformer=True)),
         "fast": dict(synthetic=False, train_limit=None, test_limit=None, epochs=5, steps_per_epoch=None, trials=3,
-                     batch_size=128, eval_batch_size=1024, challenge_epochs=25, challenge_trials=3,
-                     challenge_model=dict(widths=(32, 64, 128), convs=2)),
+                     batch_size=128, eval_batch_size=1024, challenge_epochs=20, challenge_trials=3,
+                     challenge_model=dict(widths=(32, 64, 128), convs=2, spatial_transformer=True)),
         "full": dict(synthetic=False, train_limit=None, test_limit=None, epochs=400, steps_per_epoch=None, trials=3,
                      batch_size=128, eval_batch_size=1024, challenge_epochs=100, challenge_trials=3,
-                     challenge_model=dict(widths=(32, 64, 128), convs=2)),
+                     challenge_model=dict(widths=(32, 64, 128), convs=2, spatial_transformer=True)),
     },
 }
 

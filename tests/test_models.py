@@ -18,3 +18,14 @@ def test_batch_norm_sits_between_bias_free_conv_and_activation():
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     assert all(c.bias is None for c in convs)
     assert models.count_parameters(model) == models.count_parameters(models.TrafficSignCNN()) - 96 + 2 * (64 + 32)
+
+
+def test_signnet_shapes_and_size():
+    model = models.SignNet(widths=(32, 64, 128), convs=2)
+    assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 43)
+    assert model(torch.zeros(1, 3, 28, 28)).shape == (1, 43)  # global pooling: any input size
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 6 and all(c.bias is None for c in convs)
+    assert models.batch_norm_placement(model)[0] == ("Conv2d", "BatchNorm2d", "ReLU")
+    expected = sum(9 * a * b + 2 * b for a, b in [(3, 32), (32, 32), (32, 64), (64, 64), (64, 128), (128, 128)])
+    assert models.count_parameters(model) == expected + 128 * 43 + 43
