@@ -89,9 +89,9 @@ class Run:
     def checkpoint(self, name: str) -> Path:
         return self.path("checkpoints", f"{self.notebook}_{name}.ckpt")
 
-    def save_figure(self, fig, name: str) -> dict:
-        """figures/<nb>_<name>.{pdf,png}, with the compute profile written under the plot."""
-        fig.text(0.0, -0.01, self.profile_note(), fontsize=5.5, color="0.35", ha="left", va="top")
+    def save_figure(self, fig, name: str, epochs: int | None = None) -> dict:
+        """figures/<nb>_<name>.{pdf,png}, with the compute profile (and training epochs) under the plot."""
+        fig.text(0.0, -0.01, self.profile_note(epochs), fontsize=5.5, color="0.35", ha="left", va="top")
         return plots.save_figure(fig, f"{self.notebook}_{name}", self.path("figures"))
 
     def save_results(self, name: str, data: dict) -> Path:
@@ -106,20 +106,21 @@ class Run:
     def load_weights(self, model, name: str) -> dict:
         return results.load_weights(model, f"{self.notebook}_{name}", self.path("weights"), map_location=self.device)
 
-    def write_table(self, name: str, rows: list, columns: dict, caption: str) -> Path:
+    def write_table(self, name: str, rows: list, columns: dict, caption: str, epochs: int | None = None) -> Path:
         """`report/generated/<nb>_<name>.tex`, its caption ending with the compute profile."""
         return results.write_table(rows, columns, caption, f"tab:{self.notebook}-{name}",
-                                   self.path("tables", f"{self.notebook}_{name}.tex"), note=self.profile_note())
+                                   self.path("tables", f"{self.notebook}_{name}.tex"),
+                                   note=self.profile_note(epochs))
 
     def write_macros(self, name: str, macros: dict) -> Path:
         prefix = "R" + results.macro_name(f"nb{self.notebook}")
         return results.write_macros(macros, self.path("tables", f"{self.notebook}_{name}_macros.tex"), prefix)
 
-    def profile_note(self) -> str:
-        b = self.budget
-        data = "synthetic stand-in data" if b.get("synthetic") else "real data"
-        epochs = f", {b['epochs']} epochs" if "epochs" in b else ""
-        return f"(Profile {self.profile}: {data}{epochs}, device {self.environment.get('device_name', self.device)}.)"
+    def profile_note(self, epochs: int | None = None) -> str:
+        """'(Profile fast: real data, 20 epochs, device ...)': what a reader needs next to a number."""
+        data = "synthetic stand-in data" if self.budget.get("synthetic") else "real data"
+        trained = f", {epochs} epochs" if epochs is not None else ""
+        return f"(Profile {self.profile}: {data}{trained}, device {self.environment.get('device_name', self.device)}.)"
 
     def summary(self, metrics: dict) -> Path:
         """Key numbers for `python -m helpers.reproduce`'s closing table."""

@@ -249,21 +249,9 @@ def fit(model: nn.Module, train_loader, val_loader, config: TrainConfig, *, task
     key = fingerprint(model, config, train_loader, task)
     path = Path(checkpoint) if checkpoint else None
 
+    parts = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler}
     if path and path.exists():
-        state = torch.load(path, map_location=device, weights_only=False)
-        if state.get("fingerprint") == key:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            if scheduler is not None:
-                scheduler.load_state_dict(state["scheduler"])
-            scaler.load_state_dict(state["scaler"])
-            _set_rng_state(state["rng"], train_loader)
-            history, best_state = History.from_dict(state["history"]), state["best_state"]
-            print(f"{name or 'run'}: resumed from {path} after epoch {len(history.epochs)}/{config.epochs}")
-        else:
-            stale = path.with_name(path.stem + f".stale-{state.get('fingerprint', 'old')}" + path.suffix)
-            os.replace(path, stale)
-            print(f"{name or 'run'}: {path} belongs to other settings; kept it as {stale.name} and start afresh")
+        history, best_state = _resume(path, key, parts, train_loader, name, config.epochs) or (history, best_state)
 
     better = (lambda a, b: a > b) if task.mode == "max" else (lambda a, b: a < b)
     report_every = max(1, config.epochs // 20)
@@ -285,13 +273,30 @@ def fit(model: nn.Module, train_loader, val_loader, config: TrainConfig, *, task
         if headless() and ((epoch + 1) % report_every == 0 or epoch + 1 == config.epochs):
             print(_epoch_line(name, record, config.epochs), flush=True)
         if path:
-            _save_atomic({"fingerprint": key, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                          "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                          "scaler": scaler.state_dict(), "rng": _rng_state(train_loader),
-                          "history": history.as_dict(), "best_state": best_state}, path)
+            state = {k: part.state_dict() if part is not None else None for k, part in parts.items()}
+            _save_atomic(dict(state, fingerprint=key, rng=_rng_state(train_loader), history=history.as_dict(),
+                              best_state=best_state), path)
     if best_state is not None:
         model.load_state_dict(best_state)
     return history
+
+
+def _resume(path: Path, key: str, parts: dict, train_loader, name: str, epochs: int):
+    """Restore model, optimiser, schedule, scaler and random streams from a checkpoint of this very run;
+    a checkpoint of other settings is set aside (never deleted) and None returned."""
+    state = torch.load(path, map_location=next(parts["model"].parameters()).device, weights_only=False)
+    if state.get("fingerprint") != key:
+        stale = path.with_name(path.stem + f".stale-{state.get('fingerprint', 'old')}" + path.suffix)
+        os.replace(path, stale)
+        print(f"{name or 'run'}: {path} belongs to other settings; kept it as {stale.name} and start afresh")
+        return None
+    for k, part in parts.items():
+        if part is not None:
+            part.load_state_dict(state[k])
+    _set_rng_state(state["rng"], train_loader)
+    history = History.from_dict(state["history"])
+    print(f"{name or 'run'}: resumed from {path} after epoch {len(history.epochs)}/{epochs}")
+    return history, state["best_state"]
 
 
 def _train_epoch(model, loader, task, optimizer, scheduler, scaler, config, device, enabled, dtype, steps,

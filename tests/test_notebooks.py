@@ -87,3 +87,13 @@ def test_runner_refuses_unknown_notebook_numbers_and_parameters(tmp_path):
         reproduce.find_notebooks("77")
     with pytest.raises(SystemExit, match="does not take parameter.*EPOCHS"):
         reproduce.check_declared(NOTEBOOKS[0], {"EPOCHS": 3})
+
+
+def test_command_line_runner_with_parallel_jobs(tmp_path, capsys):
+    code = reproduce.main(["--profile", "smoke", "--jobs", "2", "--device", "cpu", "--output-dir",
+                           str(tmp_path / "out"), "--executed-dir", str(tmp_path / "executed")])
+    summary = json.loads((tmp_path / "executed" / "summary.json").read_text())
+    assert code == 0 and [o["status"] for o in summary["outcomes"]] == ["ok"] * len(NOTEBOOKS)
+    assert summary["parameters"]["PROFILE"] == "smoke" and summary["parameters"]["SEED"] == 2023
+    printed = capsys.readouterr().out
+    assert all(p.name in printed for p in NOTEBOOKS) and "key metrics" in printed

@@ -35,7 +35,8 @@ def test_start_seeds_and_routes_outputs(tmp_path):
     assert run.device.type == "cpu" and run.budget.synthetic
     assert run.checkpoint("x") == tmp_path / "checkpoints" / "smoke" / "03_x.ckpt"
     assert run.path("tables") == tmp_path / "report" / "generated"
-    assert "Profile smoke: synthetic stand-in data, 2 epochs" in run.profile_note()
+    assert "Profile smoke: synthetic stand-in data, 2 epochs, device" in run.profile_note(epochs=2)
+    assert "Profile smoke: synthetic stand-in data, device" in run.profile_note()
     with pytest.raises(ValueError, match="unknown output kind"):
         run.path("logs")
 
