@@ -29,3 +29,14 @@ def test_signnet_shapes_and_size():
     assert models.batch_norm_placement(model)[0] == ("Conv2d", "BatchNorm2d", "ReLU")
     expected = sum(9 * a * b + 2 * b for a, b in [(3, 32), (32, 32), (32, 64), (64, 64), (64, 128), (128, 128)])
     assert models.count_parameters(model) == expected + 128 * 43 + 43
+
+
+def test_spatial_transformer_starts_as_the_identity_and_learns_a_warp():
+    stn = models.SpatialTransformer(3)
+    x = torch.rand(2, 3, 32, 32)
+    assert torch.allclose(stn(x), x, atol=1e-5)
+    stn(x).sum().backward()
+    assert stn.localise[-1].weight.grad.abs().sum() > 0  # the warp parameters receive gradient
+    with_stn = models.SignNet(spatial_transformer=True)
+    assert isinstance(with_stn.features[0], models.SpatialTransformer)
+    assert with_stn(x).shape == (2, 43)
