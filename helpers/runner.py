@@ -2,7 +2,6 @@
 and hand back a `Run` that knows where each kind of output goes."""
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
