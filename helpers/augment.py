@@ -183,9 +183,6 @@ def shifted_views(images: torch.Tensor, pixels: int = 2) -> list:
     """Four copies shifted by `pixels` up/down/left/right (edges replicated), for test-time averaging."""
     h, w = images.shape[-2:]
     padded = F.pad(images, (pixels,) * 4, mode="replicate")
-    n = len(images)
-    views = []
-    for dy, dx in ((0, pixels), (2 * pixels, pixels), (pixels, 0), (pixels, 2 * pixels)):
-        offset = lambda d: torch.full((n,), d, device=images.device, dtype=torch.long)
-        views.append(shift_crop(padded, offset(dy), offset(dx), h, w))
-    return views
+    offset = lambda d: torch.full((len(images),), d, device=images.device, dtype=torch.long)
+    return [shift_crop(padded, offset(dy), offset(dx), h, w)
+            for dy, dx in ((0, pixels), (2 * pixels, pixels), (pixels, 0), (pixels, 2 * pixels))]

@@ -227,6 +227,13 @@ def predict(model: nn.Module, loader, device="cpu", tta=None) -> tuple:
     return torch.cat(outputs), torch.cat(targets)
 
 
+def per_class_accuracy(predicted: torch.Tensor, targets: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Accuracy of each class (index = class); NaN for a class absent from `targets`."""
+    correct = torch.bincount(targets[predicted == targets], minlength=num_classes).float()
+    total = torch.bincount(targets, minlength=num_classes).float()
+    return torch.where(total > 0, correct / total.clamp(min=1), torch.tensor(float("nan")))
+
+
 def fit(model: nn.Module, train_loader, val_loader, config: TrainConfig, *, task=None, device="cpu",
         checkpoint: str | os.PathLike | None = None, param_groups=None, name: str = "") -> History:
     """Train `model`; keep the weights of the best validation epoch; checkpoint after every epoch.
@@ -251,7 +258,8 @@ def fit(model: nn.Module, train_loader, val_loader, config: TrainConfig, *, task
 
     parts = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler}
     if path and path.exists():
-        history, best_state = _resume(path, key, parts, train_loader, name, config.epochs) or (history, best_state)
+        history, best_state = _resume(path, key, parts, train_loader, device, name, config.epochs) or \
+            (history, best_state)
 
     better = (lambda a, b: a > b) if task.mode == "max" else (lambda a, b: a < b)
     report_every = max(1, config.epochs // 20)
@@ -281,10 +289,10 @@ def fit(model: nn.Module, train_loader, val_loader, config: TrainConfig, *, task
     return history
 
 
-def _resume(path: Path, key: str, parts: dict, train_loader, name: str, epochs: int):
+def _resume(path: Path, key: str, parts: dict, train_loader, device, name: str, epochs: int):
     """Restore model, optimiser, schedule, scaler and random streams from a checkpoint of this very run;
     a checkpoint of other settings is set aside (never deleted) and None returned."""
-    state = torch.load(path, map_location=next(parts["model"].parameters()).device, weights_only=False)
+    state = torch.load(path, map_location=device, weights_only=False)
     if state.get("fingerprint") != key:
         stale = path.with_name(path.stem + f".stale-{state.get('fingerprint', 'old')}" + path.suffix)
         os.replace(path, stale)

@@ -157,3 +157,11 @@ def test_predict_averages_tta_views():
     plain, _ = training.predict(model, loader)
     doubled, _ = training.predict(model, loader, tta=lambda x: [x])
     assert torch.allclose(plain, doubled)
+
+
+def test_per_class_accuracy_keeps_class_indices_and_marks_absent_classes():
+    targets = torch.tensor([0, 0, 2, 2, 2])
+    predicted = torch.tensor([0, 1, 2, 2, 0])
+    accuracy = training.per_class_accuracy(predicted, targets, 4)
+    assert accuracy[0] == 0.5 and accuracy[2] == pytest.approx(2 / 3)
+    assert torch.isnan(accuracy[1]) and torch.isnan(accuracy[3])
