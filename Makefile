@@ -10,12 +10,14 @@ DEVICE ?= auto
 JOBS ?= 1
 DATA_ROOT ?=
 
-.PHONY: help venv reproduce test data clean-runs
+.PHONY: help venv reproduce test data clean-runs report submission
 
 help:
 	@echo "make reproduce  [PROFILE=smoke|fast|full] [ONLY=01,03] [DATA_ROOT=dir] [DEVICE=auto|cpu|cuda] [JOBS=n]"
 	@echo "make test       run the test suite (what .ci/run calls)"
 	@echo "make data       unpack ../shared/data into ./data (offline copies of the data sets)"
+	@echo "make report     build report/main.pdf from the committed results (needs TeX Live, see below)"
+	@echo "make submission dist/submission.zip: executed notebooks, helpers, weights, report PDF (no data)"
 	@echo "make clean-runs delete executed notebooks and checkpoints under runs/ and checkpoints/"
 
 # The venv is (re)built when the requirements change; `pip install -e .` makes `import helpers`
@@ -40,3 +42,19 @@ data:
 
 clean-runs:
 	rm -rf runs checkpoints
+
+# The report: TeX Live from Debian's packages,
+#   sudo apt-get install --no-install-recommends latexmk texlive-latex-base texlive-latex-recommended \
+#        texlive-latex-extra texlive-fonts-recommended
+# `check` refuses hand-typed numbers and missing tables/figures/macros before LaTeX runs; -Werror (and the
+# grep, for older latexmk) make undefined references and citations fail the build.
+TEX_PACKAGES := latexmk texlive-latex-base texlive-latex-recommended texlive-latex-extra texlive-fonts-recommended
+report: venv
+	@command -v latexmk >/dev/null || { echo "make report needs TeX Live: sudo apt-get install --no-install-recommends $(TEX_PACKAGES)"; exit 1; }
+	$(PY) -m helpers.report check
+	cd report && latexmk -pdf -interaction=nonstopmode -halt-on-error -Werror main.tex
+	@! grep -E "(Reference|Citation).*undefined|There were undefined" report/main.log || { echo "report: undefined references or citations (see report/main.log)"; exit 1; }
+	$(PY) -m helpers.report stamp
+
+submission: venv
+	$(PY) -m helpers.report submission

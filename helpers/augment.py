@@ -123,10 +123,14 @@ def center_crop(images: torch.Tensor, size: int) -> torch.Tensor:
 
 
 class RandomAffine:
-    """Rotation (degrees), isotropic scale and shear (degrees) about the centre, one matrix per sample."""
+    """Rotation (degrees), isotropic scale and shear (degrees) about the centre, one matrix per sample.
+    With `masks=True` the labels are segmentation masks and get the very same warp (nearest-neighbour,
+    so they stay binary)."""
 
-    def __init__(self, degrees: float = 0.0, scale=(1.0, 1.0), shear: float = 0.0, translate: float = 0.0):
+    def __init__(self, degrees: float = 0.0, scale=(1.0, 1.0), shear: float = 0.0, translate: float = 0.0,
+                 masks: bool = False):
         self.degrees, self.scale, self.shear, self.translate = degrees, tuple(scale), shear, translate
+        self.masks = masks
 
     def __call__(self, images, labels, generator):
         n, device = len(images), images.device
@@ -140,10 +144,15 @@ class RandomAffine:
                              torch.stack([sin, cos + tan * sin, shift[:, 1]], 1)], 1) / scale.view(n, 1, 1)
         theta[:, :, 2] = shift
         grid = F.affine_grid(theta.to(images.dtype), list(images.shape), align_corners=False)
+        if self.masks:
+            warped = F.grid_sample(labels.to(images.dtype), grid, mode="nearest", align_corners=False)
+            labels = warped.to(labels.dtype)
         return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False), labels
 
     def __repr__(self):
-        return f"RandomAffine(degrees={self.degrees}, scale={self.scale}, shear={self.shear}, translate={self.translate})"
+        masks = ", masks=True" if self.masks else ""
+        return (f"RandomAffine(degrees={self.degrees}, scale={self.scale}, shear={self.shear}, "
+                f"translate={self.translate}{masks})")
 
 
 class BrightnessContrast:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from .repro import PROJECT_ROOT, make_generator
@@ -260,6 +261,23 @@ class SegmentationSet:
 
     def __len__(self) -> int:
         return len(self.images)
+
+    @property
+    def labels(self) -> torch.Tensor:  # what TensorLoader batches alongside the images
+        return self.masks
+
+    def subset(self, index) -> "SegmentationSet":
+        index = torch.as_tensor(index)
+        return SegmentationSet(self.images[index], self.masks[index], [self.ids[i] for i in index.tolist()])
+
+    def resized(self, size: int, masks: bool = True) -> "SegmentationSet":
+        """Images (and, unless `masks=False`, masks) area-averaged to size x size; masks re-binarised at 0.5.
+        Keep the masks at full size for evaluation: the metrics then judge the up-sampled prediction."""
+        def shrink(x):
+            return F.interpolate(x.float(), size=(size, size), mode="area")
+        images = shrink(self.images).round().clamp(0, 255).to(torch.uint8)
+        return SegmentationSet(images, (shrink(self.masks) >= 0.5).to(torch.uint8) if masks else self.masks,
+                               list(self.ids))
 
 
 def load_lungs(root=None, download: bool = False) -> dict:

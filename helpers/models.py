@@ -97,3 +97,89 @@ class SignNet(nn.Module):
 
     def forward(self, x):
         return self.classifier(self.features(x))
+
+
+# ----------------------------------------------------------------------------------------------
+# U-Net (the structure of PyTorch Lightning Bolts' UNet, with the notebook-04 switches)
+
+UPSAMPLING = ("transpose", "bilinear", "nearest")
+ACTIVATIONS = {"relu": nn.ReLU, "elu": nn.ELU}
+
+
+class DoubleConv(nn.Sequential):
+    """(conv3x3 pad 1 -> BN -> activation) twice; the convolutions keep their bias, as in Bolts."""
+
+    def __init__(self, c_in: int, c_out: int, activation=nn.ReLU):
+        super().__init__(nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), activation(),
+                         nn.Conv2d(c_out, c_out, 3, padding=1), nn.BatchNorm2d(c_out), activation())
+
+
+class Down(nn.Sequential):
+    def __init__(self, c_in: int, c_out: int, activation=nn.ReLU):
+        super().__init__(nn.MaxPool2d(2, 2), DoubleConv(c_in, c_out, activation))
+
+
+class Up(nn.Module):
+    """Up-sample by 2 while halving channels, pad to the skip's size, concatenate, double conv.
+
+    'transpose' is a learnt 2x2 transposed convolution with stride 2; 'bilinear' and 'nearest' are fixed
+    interpolations followed by a 1x1 convolution that halves the channels (as Bolts does for bilinear).
+    """
+
+    def __init__(self, c_in: int, c_out: int, upsampling: str = "transpose", activation=nn.ReLU):
+        super().__init__()
+        if upsampling == "transpose":
+            self.upsample = nn.ConvTranspose2d(c_in, c_in // 2, kernel_size=2, stride=2)
+        else:
+            align = dict(align_corners=True) if upsampling == "bilinear" else {}
+            self.upsample = nn.Sequential(nn.Upsample(scale_factor=2, mode=upsampling, **align),
+                                          nn.Conv2d(c_in, c_in // 2, kernel_size=1))
+        self.conv = DoubleConv(c_in, c_out, activation)
+
+    def forward(self, x, skip):
+        x = self.upsample(x)
+        dh, dw = skip.shape[-2] - x.shape[-2], skip.shape[-1] - x.shape[-1]
+        x = nn.functional.pad(x, [dw // 2, dw - dw // 2, dh // 2, dh - dh // 2])
+        return self.conv(torch.cat([skip, x], dim=1))
+
+
+class UNet(nn.Module):
+    """U-Net (Ronneberger et al., 2015) as in Lightning Bolts: `num_layers` levels, `features_start`
+    channels doubling on the way down; logits of `num_classes` channels at the input's resolution.
+
+    Switches for notebook 04: `upsampling` ('transpose' default; `bilinear=True` is Bolts' spelling of
+    'bilinear'; 'nearest' = nearest-neighbour up-sampling + 1x1 conv) and `activation` ('relu' | 'elu').
+    """
+
+    def __init__(self, num_classes: int, input_channels: int = 3, num_layers: int = 5, features_start: int = 64,
+                 bilinear: bool = False, upsampling: str | None = None, activation: str = "relu"):
+        super().__init__()
+        upsampling = upsampling or ("bilinear" if bilinear else "transpose")
+        if upsampling not in UPSAMPLING:
+            raise ValueError(f"upsampling={upsampling!r} is unknown; choose one of {', '.join(UPSAMPLING)}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation={activation!r} is unknown; choose one of {', '.join(ACTIVATIONS)}")
+        if num_layers < 1:
+            raise ValueError(f"num_layers={num_layers} must be at least 1")
+        self.config = dict(num_classes=num_classes, input_channels=input_channels, num_layers=num_layers,
+                           features_start=features_start, upsampling=upsampling, activation=activation)
+        act = ACTIVATIONS[activation]
+        self.num_layers = num_layers
+        layers, width = [DoubleConv(input_channels, features_start, act)], features_start
+        for _ in range(num_layers - 1):
+            layers.append(Down(width, width * 2, act))
+            width *= 2
+        for _ in range(num_layers - 1):
+            layers.append(Up(width, width // 2, upsampling, act))
+            width //= 2
+        layers.append(nn.Conv2d(width, num_classes, kernel_size=1))
+        self.layers = nn.ModuleList(layers)
+
+    def forward(self, x):
+        skips = [self.layers[0](x)]
+        for down in self.layers[1:self.num_layers]:
+            skips.append(down(skips[-1]))
+        x = skips.pop()
+        for up in self.layers[self.num_layers:-1]:
+            x = up(x, skips.pop())
+        return self.layers[-1](x)

@@ -14,6 +14,9 @@ TEXT_WIDTH_IN = 5.5  # NeurIPS text block width in inches
 PALETTE = "colorblind"
 
 
+OUTLINE_COLORS = ("#2ca02c", "#d62728", "#1f77b4")  # truth green, prediction red, a third blue
+
+
 def set_style() -> None:
     sns.set_theme(context="paper", style="whitegrid", palette=PALETTE)
     plt.rcParams.update({
@@ -49,7 +52,8 @@ def _band(ax, x, runs, label, color):
         ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
 
 
-def plot_histories(histories: dict, metric: str = "acc", metric_label: str = "accuracy", title: str = ""):
+def plot_histories(histories: dict, metric: str = "acc", metric_label: str = "accuracy", title: str = "",
+                   loss_label: str = "loss (nats)", metric_ylim=None, log_loss: bool = False):
     """Loss and `metric` per epoch, train dashed and validation solid, one colour per configuration.
 
     `histories` maps a configuration name to one History or a list of them (repeated trials: the
@@ -70,9 +74,13 @@ def plot_histories(histories: dict, metric: str = "acc", metric_label: str = "ac
                 if column in runs[0].epochs[0]:
                     _band(ax, x, [h.column(column)[:epochs] for h in runs], f"{label} ({split})", color)
                     ax.lines[-1].set_linestyle(style)
-    for ax, ylabel in ((ax_loss, "loss (nats)"), (ax_metric, metric_label)):
+    for ax, ylabel in ((ax_loss, loss_label), (ax_metric, metric_label)):
         ax.set(xlabel="epoch", ylabel=ylabel)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if metric_ylim:  # zoom on the end of training, where configurations differ
+        ax_metric.set_ylim(*metric_ylim)
+    if log_loss:
+        ax_loss.set_yscale("log")
     handles = [Line2D([], [], color=c, label=name) for c, name in zip(colors, histories)]
     handles += [Line2D([], [], color="0.3", linestyle="--", label="train"),
                 Line2D([], [], color="0.3", linestyle="-", label="validation")]
@@ -116,9 +124,15 @@ def plot_confusion_matrix(y_true, y_pred, class_names: list, normalize: bool = T
     return fig
 
 
-def plot_image_grid(images, titles=None, ncols: int = 8, mean=None, std=None, title: str = ""):
-    """A grid of (N, C, H, W) images (uint8, or float undone with mean/std), with optional titles."""
+def plot_image_grid(images, titles=None, ncols: int = 8, mean=None, std=None, title: str = "",
+                    outlines: dict | None = None):
+    """A grid of (N, C, H, W) images (uint8, or float undone with mean/std), with optional titles.
+
+    `outlines` maps a legend label to binary masks (N, 1, H', W'): each is drawn as a contour in its
+    own colour over its image (masks of another size are stretched to the image's extent).
+    """
     import torch
+    from matplotlib.lines import Line2D
 
     images = torch.as_tensor(images).detach().cpu()
     if images.dtype == torch.uint8:
@@ -136,12 +150,74 @@ def plot_image_grid(images, titles=None, ncols: int = 8, mean=None, std=None, ti
         if i < n:
             image = images[i].permute(1, 2, 0).numpy()
             ax.imshow(image.squeeze(-1) if image.shape[-1] == 1 else image, cmap="gray")
+            for color, masks in zip(OUTLINE_COLORS, (outlines or {}).values()):
+                mask = torch.as_tensor(masks[i]).detach().cpu().float().squeeze(0).numpy()
+                h, w = image.shape[:2]
+                ax.contour(np.linspace(0, w - 1, mask.shape[1]), np.linspace(0, h - 1, mask.shape[0]), mask,
+                           levels=[0.5], colors=[color], linewidths=0.8)
             if titles is not None:
                 ax.set_title(str(titles[i]), fontsize=6)
+    if outlines:
+        handles = [Line2D([], [], color=c, label=label) for c, label in zip(OUTLINE_COLORS, outlines)]
+        fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(handles),
+                   frameon=False)
     if title:
-        fig.suptitle(title)
+        fig.suptitle(title, y=1.06 if outlines else None)
     fig.tight_layout()
     return fig
+
+
+def plot_receptive_fields(fields: dict, theoretical: dict, mass: float = 0.95, title: str = ""):
+    """Effective receptive field maps (log colour scale), each with the square holding `mass` of its
+    gradient; then the mass inside a centred square against its side, with the theoretical field."""
+    from matplotlib.colors import LogNorm
+    from matplotlib.patches import Rectangle
+
+    from .receptive_field import extent, mass_profile
+
+    n = len(fields)
+    fig, axes = plt.subplots(1, n + 1, figsize=figsize(1.0, 1.0 / (n + 1) + 0.12), squeeze=False,
+                             layout="constrained", gridspec_kw={"width_ratios": [1] * n + [1.3]})
+    axes = axes.flat
+    colors = sns.color_palette(PALETTE, n)
+    for ax, color, (label, field) in zip(axes, colors, fields.items()):
+        field = _numpy(field)
+        h, w = field.shape
+        image = ax.imshow(np.maximum(field, 1e-6), cmap="magma", norm=LogNorm(vmin=1e-4, vmax=1))
+        side = extent(_tensor(field), mass)
+        ax.add_patch(Rectangle((w // 2 - side / 2, h // 2 - side / 2), side, side, fill=False, color="cyan",
+                               linestyle="--", linewidth=0.8))
+        ax.set(title=f"{label}\n{100 * mass:.0f} % within {side} px", xlabel="x (pixels)")
+        ax.grid(False)
+        ax.title.set_fontsize(7)
+    axes[0].set_ylabel("y (pixels)")
+    fig.colorbar(image, ax=list(axes)[:n], shrink=0.7, label="|gradient| / max")
+    ax = axes[n]
+    for color, (label, field) in zip(colors, fields.items()):
+        profile = mass_profile(_tensor(_numpy(field))).numpy()
+        ax.plot(2 * np.arange(len(profile)) + 1, profile, color=color, label=label)
+    limit = max(np.asarray(_numpy(f)).shape[0] for f in fields.values())
+    for size in sorted(set(theoretical.values())):
+        if size <= limit:
+            ax.axvline(size, color="0.3", linestyle=":", label=f"theoretical ({size} px)")
+        else:
+            ax.text(0.97, 0.05, f"theoretical: {size} px\n(> the {limit} px input)", transform=ax.transAxes,
+                    ha="right", va="bottom", fontsize=6)
+    ax.set(xlabel="square side (pixels)", ylabel="gradient mass inside", ylim=(0, 1.02))
+    ax.legend(frameon=False, fontsize=6, loc="center right")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def _numpy(values) -> np.ndarray:
+    return values.detach().cpu().numpy() if hasattr(values, "detach") else np.asarray(values)
+
+
+def _tensor(array):
+    import torch
+
+    return torch.as_tensor(np.asarray(array, dtype=np.float64))
 
 
 def plot_bars(values: dict, errors: dict | None = None, ylabel: str = "", title: str = "", ylim=None):

@@ -22,6 +22,15 @@ _BUDGETS = {
                      batch_size=128, eval_batch_size=1024, challenge_epochs=100, challenge_trials=3,
                      challenge_model=dict(widths=(32, 64, 128), convs=2, spatial_transformer=True)),
     },
+    # size: network input side (evaluation masks stay at the data's 256 px); features_start: U-Net width.
+    "04": {
+        "smoke": dict(synthetic=True, size=32, features_start=4, epochs=2, steps_per_epoch=2, trials=2,
+                      batch_size=4, eval_batch_size=8, lr=2e-3, amp=False, erf_images=2),
+        "fast": dict(synthetic=False, size=128, features_start=16, epochs=50, steps_per_epoch=None, trials=3,
+                     batch_size=8, eval_batch_size=16, lr=2e-3, amp=True, erf_images=16),
+        "full": dict(synthetic=False, size=256, features_start=64, epochs=100, steps_per_epoch=None, trials=3,
+                     batch_size=8, eval_batch_size=16, lr=1e-3, amp="auto", erf_images=16),
+    },
 }
 
 

@@ -116,6 +116,9 @@ def write_macros(macros: dict, path: str | os.PathLike, prefix: str = "") -> Pat
     return _write_text("\n".join(lines) + "\n", path)
 
 
+WIDE_TABLE_COLUMNS = 7
+
+
 def latex_table(rows: list, columns: dict, caption: str, label: str, note: str = "") -> str:
     """A booktabs table. `columns` maps row keys to headers, or to (header, format) where format is a
     str.format pattern such as '{:.2f}' or a callable that returns LaTeX."""
@@ -136,9 +139,14 @@ def latex_table(rows: list, columns: dict, caption: str, label: str, note: str =
                 cells.append(latex_escape(fmt.format(value)) if fmt else format_number(value))
         body.append(" & ".join(cells) + r" \\")
     caption = latex_escape(caption) + (f" {latex_escape(note)}" if note else "")
+    # Wide tables are scaled to the text width (graphicx's \resizebox) rather than spilling into the margin.
+    wide = len(columns) > WIDE_TABLE_COLUMNS
+    tabular = [rf"\begin{{tabular}}{{{align}}}", r"\toprule", " & ".join(heads) + r" \\", r"\midrule",
+               *body, r"\bottomrule", r"\end{tabular}"]
+    if wide:
+        tabular = [r"\resizebox{\linewidth}{!}{%", *tabular, "}"]
     return "\n".join([r"\begin{table}[t]", r"\centering", rf"\caption{{{caption}}}", rf"\label{{{label}}}",
-                      rf"\begin{{tabular}}{{{align}}}", r"\toprule", " & ".join(heads) + r" \\", r"\midrule",
-                      *body, r"\bottomrule", r"\end{tabular}", r"\end{table}"]) + "\n"
+                      *tabular, r"\end{table}"]) + "\n"
 
 
 def _write_text(text: str, path) -> Path:

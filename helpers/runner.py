@@ -105,6 +105,10 @@ class Run:
     def load_weights(self, model, name: str) -> dict:
         return results.load_weights(model, f"{self.notebook}_{name}", self.path("weights"), map_location=self.device)
 
+    def keep_weights(self, model, name: str, metric: dict | None = None) -> dict:
+        """Store a chosen model's weights when training; load them into `model` on the TRAIN=False path."""
+        return self.save_weights(model, name, metric) if self.train else self.load_weights(model, name)
+
     def write_table(self, name: str, rows: list, columns: dict, caption: str, epochs: int | None = None) -> Path:
         """`report/generated/<nb>_<name>.tex`, its caption ending with the compute profile."""
         return results.write_table(rows, columns, caption, f"tab:{self.notebook}-{name}",
@@ -112,8 +116,13 @@ class Run:
                                    note=self.profile_note(epochs))
 
     def write_macros(self, name: str, macros: dict) -> Path:
+        """`report/generated/<nb>_<name>_macros.tex`, with the compute profile alongside the numbers
+        (`\\RNbZeroFourProfile`, `...Data`, `...Device`) so report captions can state it without typing it."""
         prefix = "R" + results.macro_name(f"nb{self.notebook}")
-        return results.write_macros(macros, self.path("tables", f"{self.notebook}_{name}_macros.tex"), prefix)
+        profile = {"profile": self.profile, "data": "synthetic stand-in data" if self.budget.get("synthetic")
+                   else "real data", "device": results.latex_escape(self.environment.get("device_name", self.device))}
+        return results.write_macros(profile | macros, self.path("tables", f"{self.notebook}_{name}_macros.tex"),
+                                    prefix)
 
     def profile_note(self, epochs: int | None = None) -> str:
         """'(Profile fast: real data, 20 epochs, device ...)': what a reader needs next to a number."""
@@ -145,7 +154,8 @@ def run_experiment(run: Run, name: str, build_model, config: TrainConfig, train_
     and store its history, test metrics and model size in results/<nb>_<name>.json.
 
     With TRAIN=False nothing trains: the stored record is read back and, for configurations whose
-    weights are kept, the weights are loaded and the test set evaluated again (the demo path).
+    weights are kept, the weights are loaded (the demo path). The notebook re-evaluates the models it
+    shows, once each, where it shows them: a test pass per kept model here would double the demo's time.
     """
     seed = run.seed if seed is None else seed
     torch.manual_seed(seed)  # the same seed gives the same initial weights and dropout masks
@@ -165,11 +175,9 @@ def run_experiment(run: Run, name: str, build_model, config: TrainConfig, train_
         raise FileNotFoundError(f"TRAIN=False needs {path}, written by a TRAIN=True run of this notebook "
                                 f"(profile {run.profile}, same OUTPUT_DIR)")
     record = results.read_json(path)["results"]
-    test = record["test"]
     if keep_weights:
         run.load_weights(model, name)
-        test = evaluate(model, test_loader, task, run.device)
-    return Outcome(name, model, History.from_dict(record["history"]), test, record)
+    return Outcome(name, model, History.from_dict(record["history"]), record["test"], record)
 
 
 def default_output_dir(profile: str) -> Path:

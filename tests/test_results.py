@@ -90,3 +90,11 @@ def test_plot_helpers_draw_what_they_say():
     assert len(fig.axes) == 8
     plots.plot_iterations({"a": h})
     plt.close("all")
+
+
+def test_wide_tables_are_scaled_to_the_text_width():
+    narrow = results.latex_table([{"a": 1}], {"a": "a"}, "c", "tab:x")
+    columns = {f"c{i}": f"column {i}" for i in range(results.WIDE_TABLE_COLUMNS + 1)}
+    wide = results.latex_table([{k: 1 for k in columns}], columns, "c", "tab:y")
+    assert "resizebox" not in narrow
+    assert "\\resizebox{\\linewidth}{!}{%\n\\begin{tabular}" in wide and wide.index("\\end{tabular}\n}") > 0

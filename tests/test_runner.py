@@ -55,3 +55,20 @@ def test_budgets_are_read_only_and_named():
         budget("03", "gpu")
     with pytest.raises(AttributeError, match="budget has no 'epoch'"):
         b.epoch
+
+
+def test_macros_carry_the_profile_and_weights_are_kept_then_reloaded(tmp_path):
+    import torch
+
+    run = runner.start(dict(GOOD, OUTPUT_DIR=str(tmp_path)), "04")
+    text = run.write_macros("trials", {"best_dice": "0.9700"}).read_text()
+    assert "\\newcommand{\\RNbZeroFourProfile}{smoke}" in text
+    assert "\\newcommand{\\RNbZeroFourData}{synthetic stand-in data}" in text
+    assert "\\RNbZeroFourDevice}" in text and "\\newcommand{\\RNbZeroFourBestDice}{0.9700}" in text
+    torch.manual_seed(0)
+    trained = torch.nn.Linear(3, 2)
+    run.keep_weights(trained, "best")
+    replay = runner.start(dict(GOOD, OUTPUT_DIR=str(tmp_path), TRAIN=False), "04")
+    fresh = torch.nn.Linear(3, 2)
+    replay.keep_weights(fresh, "best")
+    assert torch.equal(fresh.weight, trained.weight)

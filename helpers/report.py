@@ -1,0 +1,167 @@
+"""The report's guard rails and the submission bundle.
+
+- `check`: every number in the report's prose must come from a macro the notebooks wrote; every
+  \\input table, \\includegraphics figure and macro must exist. Numbers that are not our results
+  (targets, the literature) are wrapped in \\given{...} in main.tex.
+- `stamp`: after a successful build, record the sha256 of every file the PDF embeds.
+- `submission`: dist/submission.zip, refused while the PDF is older than what it embeds.
+
+Run as `python -m helpers.report check|stamp|submission` (the Makefile's `report` and `submission`).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import re
+import sys
+import zipfile
+from pathlib import Path
+
+from .repro import PROJECT_ROOT
+
+REPORT_DIR = PROJECT_ROOT / "report"
+STAMP = "build-inputs.json"
+# A decimal number, or any number followed by a percent sign: what a typed-in result looks like.
+RESULT_LIKE = re.compile(r"(?<![\w\\])\d+\.\d+|(?<![\w\\])\d+(?:\.\d+)?\s*(?:\\,|~)?\s*\\%")
+# Commands whose arguments are labels, keys or paths, never prose.
+NON_PROSE = re.compile(r"\\(?:given|cite[tp]?|citet|citep|ref|eqref|label|input|include|includegraphics|"
+                       r"bibliography|bibliographystyle|graphicspath|usepackage|documentclass|newcommand)"
+                       r"\*?(?:\[[^\]]*\])*\{[^{}]*(?:\{[^{}]*\}[^{}]*)*\}")
+
+
+class ReportError(RuntimeError):
+    """The report cannot be built or bundled as it stands; the message names the fix."""
+
+
+def strip_comments(tex: str) -> str:
+    return re.sub(r"(?<!\\)%.*", "", tex)
+
+
+def body(tex: str) -> str:
+    tex = strip_comments(tex)
+    start, end = tex.find(r"\begin{document}"), tex.find(r"\end{document}")
+    return tex[start:end] if start >= 0 else tex
+
+
+def hand_typed_numbers(tex: str) -> list:
+    """Result-like numbers in the document body that are neither macros nor \\given{...}."""
+    prose = NON_PROSE.sub(" ", body(tex))
+    prose = re.sub(r"\\[A-Za-z]+", " ", prose)  # macro names (\RNbZeroThreeEpochs) hold no digits anyway
+    return RESULT_LIKE.findall(prose)
+
+
+def inputs_of(tex: str, report_dir: Path) -> dict:
+    """The files main.tex pulls in: {'tables': [...], 'figures': [...], 'macros': [...]} as paths."""
+    text = strip_comments(tex)
+    graphics = re.search(r"\\graphicspath\{\{([^}]*)\}", text)
+    figure_dir = (report_dir / graphics.group(1)).resolve() if graphics else report_dir
+    inputs = [report_dir / (name if name.endswith(".tex") else name + ".tex")
+              for name in re.findall(r"\\input\{([^}]*)\}", text)]
+    figures = [figure_dir / name for name in re.findall(r"\\includegraphics(?:\[[^\]]*\])?\{([^}]*)\}", text)]
+    return {"tables": [p for p in inputs if not p.stem.endswith("_macros")],
+            "macros": [p for p in inputs if p.stem.endswith("_macros")], "figures": figures}
+
+
+def defined_macros(paths) -> set:
+    names = set()
+    for path in paths:
+        names |= set(re.findall(r"\\newcommand\{\\([A-Za-z]+)\}", Path(path).read_text()))
+    return names
+
+
+def check(report_dir: Path = REPORT_DIR) -> list:
+    """Problems with the report's sources, each a sentence that says what to do; [] when all is well."""
+    main = report_dir / "main.tex"
+    if not main.exists():
+        return [f"{main} is missing"]
+    tex = main.read_text()
+    problems = [f"main.tex types the result-like number {n!r} by hand: use a macro from report/generated/, "
+                f"or wrap a quoted target/literature value in \\given{{...}}" for n in hand_typed_numbers(tex)]
+    files = inputs_of(tex, report_dir)
+    for kind, paths in files.items():
+        for path in paths:
+            if not path.exists():
+                problems.append(f"{kind[:-1]} file {path} is missing: run the notebook that writes it "
+                                f"(make reproduce ONLY={path.name[:2]})")
+    defined = defined_macros(p for p in files["macros"] if p.exists())
+    for name in sorted(set(re.findall(r"\\(RNb[A-Za-z]+)", body(tex))) - defined):
+        problems.append(f"macro \\{name} is used but no report/generated/*_macros.tex defines it")
+    return problems
+
+
+def embedded_files(report_dir: Path = REPORT_DIR) -> list:
+    """Every file the PDF is made from: sources, style, bibliography, tables, macros, figures."""
+    files = inputs_of((report_dir / "main.tex").read_text(), report_dir)
+    own = [report_dir / name for name in ("main.tex", "references.bib", "suite.sty")]
+    return sorted({p.resolve() for p in own + files["tables"] + files["macros"] + files["figures"] if p.exists()})
+
+
+def digest(paths) -> dict:
+    return {str(Path(p).relative_to(PROJECT_ROOT)): hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in paths}
+
+
+def stamp(report_dir: Path = REPORT_DIR) -> Path:
+    path = report_dir / STAMP
+    path.write_text(json.dumps(digest(embedded_files(report_dir)), indent=1, sort_keys=True) + "\n")
+    return path
+
+
+def stale(report_dir: Path = REPORT_DIR) -> list:
+    """Files that changed (or appeared) since the PDF was built; everything if it never was."""
+    pdf, path = report_dir / "main.pdf", report_dir / STAMP
+    if not pdf.exists() or not path.exists():
+        return ["report/main.pdf (never built here)"]
+    built, now = json.loads(path.read_text()), digest(embedded_files(report_dir))
+    return sorted(name for name in set(built) | set(now) if built.get(name) != now.get(name))
+
+
+def submission(out: Path, executed_dir: Path, report_dir: Path = REPORT_DIR) -> Path:
+    """The course's bundle: executed notebooks, helpers, requirements, README, weights + manifest and
+    the report PDF; never data sets."""
+    changed = stale(report_dir)
+    if changed:
+        raise ReportError("the report is stale; run `make report` first. Changed since the last build: "
+                          + ", ".join(changed))
+    notebooks = sorted(executed_dir.glob("[0-9][0-9]_*.ipynb"))
+    if not notebooks:
+        raise ReportError(f"no executed notebooks in {executed_dir}: run `make reproduce` (or, from the "
+                          f"committed weights, `python -m helpers.reproduce --no-train`) first")
+    members = {f"notebooks/{p.name}": p for p in notebooks}
+    members |= {str(p.relative_to(PROJECT_ROOT)): p for p in sorted((PROJECT_ROOT / "helpers").glob("*.py"))}
+    members |= {str(p.relative_to(PROJECT_ROOT)): p for p in sorted((PROJECT_ROOT / "weights").iterdir())}
+    members |= {name: PROJECT_ROOT / name for name in ("requirements.txt", "README.md", "pyproject.toml")}
+    members["report/main.pdf"] = report_dir / "main.pdf"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as bundle:
+        for name, path in sorted(members.items()):
+            bundle.write(path, f"submission/{name}")
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m helpers.report", description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=("check", "stamp", "submission"))
+    parser.add_argument("--executed-dir", default=str(PROJECT_ROOT / "runs" / "fast"),
+                        help="where the executed notebooks are (default runs/fast)")
+    parser.add_argument("--out", default=str(PROJECT_ROOT / "dist" / "submission.zip"))
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "check":
+            problems = check()
+            for problem in problems:
+                print(f"report: {problem}", file=sys.stderr)
+            return 1 if problems else 0
+        if args.command == "stamp":
+            print(f"report: recorded the inputs of main.pdf in {stamp()}")
+            return 0
+        out = submission(Path(args.out), Path(args.executed_dir))
+        print(f"report: wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
+        return 0
+    except ReportError as error:
+        print(f"report: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
