@@ -72,12 +72,17 @@ def device_name(device: torch.device) -> str:
     return device.type
 
 
+CODE_PATHS = ("helpers", "notebooks", "tests", "requirements.txt", "pyproject.toml", "Makefile")
+
+
 def git_commit() -> str:
-    """The commit the code ran from, with `+dirty` when tracked files differ from it."""
+    """The commit the code ran from, with `+dirty` when tracked code differs from it (the generated outputs
+    in figures/, results/, weights/ and report/generated/ do not count: a run rewrites them itself)."""
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
                                 text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS],
+                               cwd=PROJECT_ROOT,
                                capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
