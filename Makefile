@@ -10,13 +10,14 @@ DEVICE ?= auto
 JOBS ?= 1
 DATA_ROOT ?=
 
-.PHONY: help venv reproduce test data clean-runs report submission
+.PHONY: help venv reproduce test data clean-runs report submission tex
 
 help:
 	@echo "make reproduce  [PROFILE=smoke|fast|full] [ONLY=01,03] [DATA_ROOT=dir] [DEVICE=auto|cpu|cuda] [JOBS=n]"
 	@echo "make test       run the test suite (what .ci/run calls)"
 	@echo "make data       unpack ../shared/data into ./data (offline copies of the data sets)"
-	@echo "make report     build report/main.pdf from the committed results (needs TeX Live, see below)"
+	@echo "make tex        install the TeX Live packages the report needs (Debian/Ubuntu, apt-get)"
+	@echo "make report     build report/main.pdf from the committed results (needs TeX Live: make tex)"
 	@echo "make submission dist/submission.zip: executed notebooks, helpers, weights, report PDF (no data)"
 	@echo "make clean-runs delete executed notebooks and checkpoints under runs/ and checkpoints/"
 
@@ -49,6 +50,10 @@ clean-runs:
 # `check` refuses hand-typed numbers and missing tables/figures/macros before LaTeX runs; -Werror (and the
 # grep, for older latexmk) make undefined references and citations fail the build.
 TEX_PACKAGES := latexmk texlive-latex-base texlive-latex-recommended texlive-latex-extra texlive-fonts-recommended
+tex:  # Debian/Ubuntu: the TeX Live packages `make report` needs (sudo when not root)
+	command -v latexmk >/dev/null || { $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq --no-install-recommends $(TEX_PACKAGES); }
+
 report: venv
 	@command -v latexmk >/dev/null || { echo "make report needs TeX Live: sudo apt-get install --no-install-recommends $(TEX_PACKAGES)"; exit 1; }
 	$(PY) -m helpers.report check
