@@ -220,6 +220,38 @@ def _tensor(array):
     return torch.as_tensor(np.asarray(array, dtype=np.float64))
 
 
+def plot_text_activations(panels: dict, width: int = 80, max_lines: int = 8, title: str = ""):
+    """Text coloured by an activation per character (red +, blue -), one panel per (label: (text, values))
+    pair, as in Karpathy et al. (2015); newlines start a new row, long lines wrap at `width`."""
+    from matplotlib.colors import TwoSlopeNorm
+
+    cmap = plt.get_cmap("coolwarm")
+    fig, axes = plt.subplots(len(panels), 1, figsize=(TEXT_WIDTH_IN, 0.2 * max_lines * len(panels) + 0.3),
+                             squeeze=False)
+    for ax, (label, (text, values)) in zip(axes.flat, panels.items()):
+        values = np.asarray(_numpy(values), dtype=float)[:len(text)]
+        bound = max(abs(values).max(), 1e-6)
+        norm = TwoSlopeNorm(vcenter=0, vmin=-bound, vmax=bound)
+        row = col = 0
+        for ch, v in zip(text, values):
+            if row >= max_lines:
+                break
+            ax.add_patch(plt.Rectangle((col, -row - 1), 1, 1, color=cmap(norm(v)), linewidth=0))
+            if ch != "\n":
+                ax.text(col + 0.5, -row - 0.5, ch, ha="center", va="center", family="monospace", fontsize=5.5)
+            col += 1
+            if ch == "\n" or col >= width:
+                row, col = row + 1, 0
+        ax.set_xlim(0, width)
+        ax.set_ylim(-max_lines, 0)
+        ax.axis("off")
+        ax.set_title(label, fontsize=7, loc="left")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 def plot_bars(values: dict, errors: dict | None = None, ylabel: str = "", title: str = "", ylim=None):
     """One bar per configuration (e.g. test accuracy), with optional error bars."""
     fig, ax = plt.subplots(figsize=figsize(0.6, 0.7))

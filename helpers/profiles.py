@@ -31,6 +31,28 @@ _BUDGETS = {
         "full": dict(synthetic=False, size=256, features_start=64, epochs=100, steps_per_epoch=None, trials=3,
                      batch_size=8, eval_batch_size=16, lr=1e-3, amp="auto", erf_images=16),
     },
+    # Comparisons: `epochs` x `steps_per_epoch` batches of `batch_size` x `seq_len` characters; evaluation
+    # windows give every scored character `context` characters before it. `best`: the long run.
+    "05": {
+        "smoke": dict(synthetic=True, synthetic_chars=20_000, seq_len=32, batch_size=8, steps_per_epoch=4, epochs=2,
+                      hidden=32, embed=16, context=16, eval_batch_size=64, sweep=(16, 32), dropout=0.2, lr=3e-3,
+                      weight_decay=0.01, amp=False,
+                      best=dict(epochs=2, steps_per_epoch=4, hidden=32, embed=16, dropout=0.2, lr=3e-3),
+                      sample_length=80, beam_length=40, beam_widths=(1, 3), temperatures=(0.5, 1.0),
+                      top_ps=(0.9, 1.0), visual_chars=200, word_vocab=200),
+        "fast": dict(synthetic=False, synthetic_chars=None, seq_len=128, batch_size=64, steps_per_epoch=60, epochs=10,
+                     hidden=256, embed=64, context=128, eval_batch_size=128, sweep=(64, 128, 256, 512), dropout=0.2,
+                     lr=3e-3, weight_decay=0.01, amp=True,
+                     best=dict(epochs=19, steps_per_epoch=200, hidden=512, embed=64, dropout=0.2, lr=2e-3),
+                     sample_length=500, beam_length=200, beam_widths=(1, 5, 10), temperatures=(0.5, 0.8, 1.0, 1.2),
+                     top_ps=(0.8, 0.9, 1.0), visual_chars=600, word_vocab=8000),
+        "full": dict(synthetic=False, synthetic_chars=None, seq_len=128, batch_size=64, steps_per_epoch=200, epochs=20,
+                     hidden=512, embed=64, context=128, eval_batch_size=128, sweep=(128, 256, 512, 1024), dropout=0.2,
+                     lr=2e-3, weight_decay=0.01, amp="auto",
+                     best=dict(epochs=50, steps_per_epoch=400, hidden=1024, embed=128, dropout=0.3, lr=1e-3),
+                     sample_length=1000, beam_length=300, beam_widths=(1, 5, 10), temperatures=(0.5, 0.8, 1.0, 1.2),
+                     top_ps=(0.8, 0.9, 1.0), visual_chars=1000, word_vocab=10000),
+    },
 }
 
 
