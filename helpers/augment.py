@@ -195,3 +195,97 @@ def shifted_views(images: torch.Tensor, pixels: int = 2) -> list:
     offset = lambda d: torch.full((len(images),), d, device=images.device, dtype=torch.long)
     return [shift_crop(padded, offset(dy), offset(dx), h, w)
             for dy, dx in ((0, pixels), (2 * pixels, pixels), (pixels, 0), (pixels, 2 * pixels))]
+
+
+class RandomErasing:
+    """With probability p, fill one random rectangle (area fraction `scale`, aspect 0.3-3.3) of each image
+    with noise (Zhong et al., 2020; Cutout with random size)."""
+
+    def __init__(self, p: float = 0.5, scale=(0.02, 0.25)):
+        self.p, self.scale = p, tuple(scale)
+
+    def __call__(self, images, labels, generator):
+        n, _, h, w = images.shape
+        device = images.device
+        area = _uniform(n, *self.scale, generator, device) * h * w
+        aspect = torch.exp(_uniform(n, math.log(0.3), math.log(1 / 0.3), generator, device))
+        eh = (area * aspect).sqrt().round().clamp(1, h)
+        ew = (area / aspect).sqrt().round().clamp(1, w)
+        top = (_uniform(n, 0, 1, generator, device) * (h - eh + 1)).floor()
+        left = (_uniform(n, 0, 1, generator, device) * (w - ew + 1)).floor()
+        rows = torch.arange(h, device=device).view(1, h, 1)
+        cols = torch.arange(w, device=device).view(1, 1, w)
+        box = (rows >= top.view(n, 1, 1)) & (rows < (top + eh).view(n, 1, 1)) & \
+              (cols >= left.view(n, 1, 1)) & (cols < (left + ew).view(n, 1, 1))
+        box &= (_uniform(n, 0, 1, generator, device) < self.p).view(n, 1, 1)
+        noise = torch.rand(images.shape, generator=generator).to(device, images.dtype)
+        return torch.where(box.unsqueeze(1), noise, images), labels
+
+    def __repr__(self):
+        return f"RandomErasing(p={self.p}, scale={self.scale})"
+
+
+def _soft(labels, num_classes):
+    return labels if labels.ndim == 2 else F.one_hot(labels, num_classes).float()
+
+
+class MixUp:
+    """Blend each image with another of the batch, weight lambda ~ Beta(alpha, alpha), and blend the
+    one-hot labels alike (Zhang et al., 2018). Labels become (N, classes) soft targets."""
+
+    def __init__(self, num_classes: int, alpha: float = 0.2):
+        self.num_classes, self.alpha = num_classes, alpha
+
+    def __call__(self, images, labels, generator):
+        lam = _beta(self.alpha, generator)
+        perm = torch.randperm(len(images), generator=generator).to(images.device)
+        soft = _soft(labels, self.num_classes)
+        return lam * images + (1 - lam) * images[perm], lam * soft + (1 - lam) * soft[perm]
+
+    def __repr__(self):
+        return f"MixUp(num_classes={self.num_classes}, alpha={self.alpha})"
+
+
+class CutMix:
+    """Paste a random box of another image of the batch (area 1 - lambda, lambda ~ Beta(alpha, alpha)) and
+    mix the labels by the pasted area (Yun et al., 2019)."""
+
+    def __init__(self, num_classes: int, alpha: float = 1.0):
+        self.num_classes, self.alpha = num_classes, alpha
+
+    def __call__(self, images, labels, generator):
+        n, _, h, w = images.shape
+        lam = _beta(self.alpha, generator)
+        cut_h, cut_w = round(h * math.sqrt(1 - lam)), round(w * math.sqrt(1 - lam))
+        cy, cx = (int(torch.randint(d, (1,), generator=generator)) for d in (h, w))
+        top, bottom = max(cy - cut_h // 2, 0), min(cy + cut_h - cut_h // 2, h)
+        left, right = max(cx - cut_w // 2, 0), min(cx + cut_w - cut_w // 2, w)
+        perm = torch.randperm(n, generator=generator).to(images.device)
+        mixed = images.clone()
+        mixed[:, :, top:bottom, left:right] = images[perm, :, top:bottom, left:right]
+        kept = 1 - (bottom - top) * (right - left) / (h * w)  # the label weight is the area actually kept
+        soft = _soft(labels, self.num_classes)
+        return mixed, kept * soft + (1 - kept) * soft[perm]
+
+    def __repr__(self):
+        return f"CutMix(num_classes={self.num_classes}, alpha={self.alpha})"
+
+
+def _beta(alpha: float, generator: torch.Generator) -> float:
+    """Beta(alpha, alpha) from the given generator, as G1 / (G1 + G2) of two Gamma(alpha) samples."""
+    g1, g2 = _gamma(alpha, generator), _gamma(alpha, generator)
+    return g1 / (g1 + g2)
+
+
+def _gamma(alpha: float, generator: torch.Generator) -> float:
+    """Gamma(alpha, 1) by Marsaglia & Tsang (2000); torch's own sampler takes no generator."""
+    boost = 1.0
+    if alpha < 1:  # Gamma(a) = Gamma(a + 1) * U^(1/a)
+        boost, alpha = float(torch.rand(1, generator=generator)) ** (1 / alpha), alpha + 1
+    d = alpha - 1 / 3
+    c = 1 / math.sqrt(9 * d)
+    while True:
+        x = float(torch.randn(1, generator=generator))
+        v = (1 + c * x) ** 3
+        if v > 0 and math.log(float(torch.rand(1, generator=generator))) < 0.5 * x * x + d - d * v + d * math.log(v):
+            return d * v * boost

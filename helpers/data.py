@@ -50,6 +50,8 @@ DATASETS = {
         "DATA_ROOT/oxford-iiit-pet/images/*.jpg and DATA_ROOT/oxford-iiit-pet/annotations/{trainval,test}.txt "
         "(torchvision OxfordIIITPet)",
         "pass download=True (torchvision downloads it), or `bash ../shared/data/prepare.sh data` offline"),
+    "flowers102": DatasetInfo("DATA_ROOT/flowers-102/jpg/*.jpg, imagelabels.mat, setid.mat (torchvision Flowers102)",
+                              "pass download=True (torchvision downloads it); not available offline"),
     "lungs": DatasetInfo(
         "DATA_ROOT/lungs/lung_field_dataset.npz with x_train, y_train, x_val, y_val, x_test, y_test (N,256,256,1)",
         "set the environment variable LUNG_DATA_URL to the course's download link and pass download=True, or copy "
@@ -245,6 +247,22 @@ def load_pets(root=None, split: str = "trainval", size: int = 160, target: str =
     else:
         labels, classes = dataset._bin_labels, list(dataset.bin_classes)
     return ImageSet(built["images"], torch.tensor(labels, dtype=torch.long), classes, meta={"size": size})
+
+
+def load_flowers102(root=None, split: str = "train", size: int = 160, download: bool = False) -> ImageSet:
+    """Oxford Flowers-102 (102 classes), shorter side scaled to `size` and centre-cropped square."""
+    from torchvision.datasets import Flowers102
+
+    root = resolve_data_root(root)
+    try:
+        dataset = Flowers102(str(root), split=split, download=download)
+    except RuntimeError as error:
+        raise missing("flowers102", root / "flowers-102") from error
+    paths = [str(p) for p in dataset._image_files]
+    built = _cached(root, f"flowers102-{split}-{size}", paths,
+                    lambda: dict(images=decode_images(paths, size, resize="short_side")))
+    return ImageSet(built["images"], torch.tensor(dataset._labels, dtype=torch.long),
+                    [str(c) for c in range(102)], meta={"size": size})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -451,13 +469,18 @@ class TensorLoader:
     """
 
     def __init__(self, data: ImageSet, batch_size: int, *, shuffle: bool = False, drop_last: bool = False,
-                 augment=None, mean=None, std=None, device="cpu", seed: int = 2023):
+                 augment=None, mean=None, std=None, device="cpu", seed: int = 2023, sample_weights=None):
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size} must be at least 1")
         self.device = torch.device(device)
         self.images = data.images.to(self.device)
         self.labels = data.labels.to(self.device)
         self.batch_size, self.shuffle, self.drop_last, self.augment = batch_size, shuffle, drop_last, augment
+        # Over-sampling: each epoch draws len(data) indices with replacement, in proportion to these weights.
+        self.sample_weights = None if sample_weights is None else torch.as_tensor(sample_weights, dtype=torch.double)
+        if self.sample_weights is not None and len(self.sample_weights) != len(self.labels):
+            raise ValueError(f"{len(self.sample_weights)} sample weights for {len(self.labels)} samples")
+        self.normalise = mean is not None or std is not None or self.images.dtype == torch.uint8
         channels = self.images.shape[1]
         self.mean = torch.as_tensor(mean if mean is not None else [0.0] * channels).view(1, -1, 1, 1).to(self.device)
         self.std = torch.as_tensor(std if std is not None else [1.0] * channels).view(1, -1, 1, 1).to(self.device)
@@ -467,16 +490,22 @@ class TensorLoader:
         n = len(self.labels)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
+    def _order(self, n: int) -> torch.Tensor:
+        if self.sample_weights is not None:
+            return torch.multinomial(self.sample_weights, n, replacement=True, generator=self.generator)
+        return torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+
     def __iter__(self):
         n = len(self.labels)
-        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
-        order = order.to(self.device)
+        order = self._order(n).to(self.device)
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             index = order[start:start + self.batch_size]
-            images, labels = self.images[index].float() / 255, self.labels[index]
+            images, labels = self.images[index], self.labels[index]
+            if images.dtype == torch.uint8:  # images; float inputs (cached features) pass through as they are
+                images = images.float() / 255
             if self.augment is not None:  # on the [0, 1] scale, so fills and jitter mean the same everywhere
                 images, labels = self.augment(images, labels, self.generator)
-            yield (images - self.mean) / self.std, labels
+            yield ((images - self.mean) / self.std if self.normalise else images), labels
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state()}

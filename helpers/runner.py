@@ -149,11 +149,12 @@ class Outcome:
 
 
 def run_experiment(run: Run, name: str, build_model, config: TrainConfig, train_loader, val_loader, test_loader,
-                   *, task=None, seed: int | None = None, keep_weights: bool = False) -> Outcome:
+                   *, task=None, seed: int | None = None, keep_weights: bool = False, param_groups=None) -> Outcome:
     """Train one named configuration through the shared loop (resuming its checkpoint), test it once,
     and store its history, test metrics and model size in results/<nb>_<name>.json.
 
-    With TRAIN=False nothing trains: the stored record is read back and, for configurations whose
+    `test_loader=None` skips the test (selection-only runs); `param_groups` go to the optimiser
+    (discriminative learning rates). With TRAIN=False nothing trains: the stored record is read back and, for configurations whose
     weights are kept, the weights are loaded (the demo path). The notebook re-evaluates the models it
     shows, once each, where it shows them: a test pass per kept model here would double the demo's time.
     """
@@ -162,8 +163,9 @@ def run_experiment(run: Run, name: str, build_model, config: TrainConfig, train_
     model = build_model().to(run.device)
     if run.train:
         history = fit(model, train_loader, val_loader, config, task=task, device=run.device,
-                      checkpoint=run.checkpoint(name), name=name)
-        test = evaluate(model, test_loader, task, run.device)
+                      checkpoint=run.checkpoint(name), name=name,
+                      param_groups=param_groups() if callable(param_groups) else param_groups)
+        test = evaluate(model, test_loader, task, run.device) if test_loader is not None else {}
         record = {"name": name, "seed": seed, "config": config.as_dict(), "model": model_summary(model),
                   "history": history.as_dict(), "test": test, "train_seconds": history.train_seconds}
         run.save_results(name, record)

@@ -63,11 +63,14 @@ class Classification:
 
     monitor, mode = "val_acc", "max"
 
-    def __init__(self, label_smoothing: float = 0.0):
+    def __init__(self, label_smoothing: float = 0.0, class_weights=None):
         self.label_smoothing = label_smoothing
+        # Weighted cross-entropy for unbalanced classes (weight of class c ~ 1 / its frequency).
+        self.class_weights = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float)
 
     def loss(self, outputs, targets):
-        return F.cross_entropy(outputs, targets, label_smoothing=self.label_smoothing)
+        weight = None if self.class_weights is None else self.class_weights.to(outputs.device)
+        return F.cross_entropy(outputs, targets, weight=weight, label_smoothing=self.label_smoothing)
 
     def metrics(self, outputs, targets) -> dict:
         """Per-sample values; the loop averages them over the epoch."""
@@ -76,7 +79,8 @@ class Classification:
                 "acc": (outputs.argmax(1) == hard).float()}
 
     def __repr__(self):
-        return f"Classification(label_smoothing={self.label_smoothing})"
+        weights = "" if self.class_weights is None else f", class_weights={[round(w, 6) for w in self.class_weights.tolist()]}"
+        return f"Classification(label_smoothing={self.label_smoothing}{weights})"
 
 
 class Segmentation:

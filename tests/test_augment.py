@@ -76,3 +76,40 @@ def test_shifted_views_move_content_one_way_each():
     views = A.shifted_views(images, pixels=2)
     centres = [tuple(torch.nonzero(v[0, 0])[0].tolist()) for v in views]
     assert centres == [(6, 4), (2, 4), (4, 6), (4, 2)]
+
+
+def test_mixup_and_cutmix_mix_labels_by_the_mixed_amount():
+    from helpers import augment as A
+    g = torch.Generator().manual_seed(0)
+    images = torch.stack([torch.full((3, 8, 8), float(i)) for i in range(6)])
+    labels = torch.arange(6)
+    for aug in (A.MixUp(6, alpha=0.4), A.CutMix(6, alpha=1.0)):
+        mixed, soft = aug(images, labels, g)
+        assert soft.shape == (6, 6)
+        torch.testing.assert_close(soft.sum(1), torch.ones(6))
+        # each image's mean is the label-weighted mean of the sources' values (value i for image i)
+        torch.testing.assert_close(mixed.mean(dim=(1, 2, 3)), soft @ torch.arange(6.0))
+
+
+def test_beta_samples_have_the_right_mean_and_variance():
+    from helpers.augment import _beta
+    g = torch.Generator().manual_seed(1)
+    for alpha in (0.2, 1.0, 2.0):
+        x = torch.tensor([_beta(alpha, g) for _ in range(4000)])
+        assert x.mean().item() == pytest.approx(0.5, abs=0.02)
+        assert x.var().item() == pytest.approx(1 / (4 * (2 * alpha + 1)), rel=0.1)
+
+
+def test_random_erasing_fills_one_box_per_chosen_image():
+    from helpers import augment as A
+    g = torch.Generator().manual_seed(2)
+    images = torch.full((64, 3, 16, 16), 2.0)
+    out, _ = A.RandomErasing(p=0.5, scale=(0.1, 0.2))(images, torch.zeros(64), g)
+    erased = (out != 2.0).any(1)
+    fraction = erased.flatten(1).float().mean(1)
+    chosen = fraction > 0
+    assert 0.3 < chosen.float().mean() < 0.7
+    assert ((fraction[chosen] > 0.04) & (fraction[chosen] < 0.3)).all()
+    for mask in erased[chosen]:  # one rectangle: its bounding box is fully erased
+        rows, cols = mask.any(1).nonzero(), mask.any(0).nonzero()
+        assert mask[rows.min():rows.max() + 1, cols.min():cols.max() + 1].all()

@@ -39,7 +39,7 @@ def smoke(path, out: Path, train=True):
 def without_timings(value):
     if isinstance(value, dict):
         return {k: without_timings(v) for k, v in value.items()
-                if k not in ("seconds", "train_seconds", "environment", "params")}
+                if not k.endswith(("seconds", "_ms")) and k not in ("environment", "params")}
     if isinstance(value, list):
         return [without_timings(v) for v in value]
     return value

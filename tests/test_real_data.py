@@ -61,3 +61,23 @@ def test_mobilenet_weights_load_strictly(data_root):
     model = torchvision.models.mobilenet_v2(weights=None)
     state = torch.load(path, map_location="cpu", weights_only=True)
     model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+
+
+def test_offline_mobilenet_v2_weights_recognise_pets_as_imagenet_cats_and_dogs(data_root):
+    """The ImageNet classifier itself, before any fine-tuning: pet photos must land in ImageNet's dog
+    (151-268) and domestic-cat (281-285) classes, which random or mismatched weights never do."""
+    from helpers import transfer
+
+    require(data_root / "weights" / transfer.weights_file("mobilenet_v2"), "MobileNetV2 ImageNet weights")
+    backbone, source = transfer.load_pretrained("mobilenet_v2", data_root=data_root, download=False)
+    assert source.endswith("mobilenet_v2_imagenet1k.pth")
+    pets = data.load_pets(data_root, "test", size=128, target="binary-category").limit(96, seed=0)
+    loader = data.TensorLoader(pets, 96, mean=transfer.IMAGENET_MEAN, std=transfer.IMAGENET_STD)
+    images, is_dog = next(iter(loader))
+    with torch.no_grad():
+        top = backbone.eval()(images).argmax(1)
+    predicted_dog = (top >= 151) & (top <= 268)
+    predicted_cat = (top >= 281) & (top <= 285)
+    assert (predicted_dog | predicted_cat).float().mean() > 0.85
+    assert (predicted_dog[(predicted_dog | predicted_cat)] == is_dog.bool()[(predicted_dog | predicted_cat)]) \
+        .float().mean() > 0.9

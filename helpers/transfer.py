@@ -1,0 +1,567 @@
+"""Transfer learning: ImageNet backbones (torchvision download or an offline weights file) seen as one
+sequence of blocks, partial fine-tuning with batch-norm control, frozen-prefix feature caching, LoRA
+adapters, masked fine-tuning, magnitude pruning and post-training int8 quantisation."""
+from __future__ import annotations
+
+import io
+import os
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .data import resolve_data_root
+from .repro import make_generator
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+BACKBONES = ("resnet18", "resnet34", "resnet50", "mobilenet_v2", "tiny")
+WEIGHTS_ENV = "WEIGHTS_PATH"
+BN_MODES = ("train", "affine", "frozen")
+
+
+class WeightsMissingError(FileNotFoundError):
+    """No pretrained weights could be found or downloaded; the message says where they were looked for."""
+
+
+def weights_file(name: str) -> str:
+    return f"{name}_imagenet1k.pth"
+
+
+def build_backbone(name: str) -> nn.Module:
+    """The torchvision architecture with random weights; 'tiny' is a small random stand-in for smoke tests."""
+    import torchvision.models as tvm
+
+    if name not in BACKBONES:
+        raise ValueError(f"backbone {name!r} is unknown; choose one of {', '.join(BACKBONES)}")
+    if name == "tiny":
+        return TinyBackbone()
+    return getattr(tvm, name)(weights=None)
+
+
+def load_pretrained(name: str, weights_path=None, data_root=None, download: bool = True) -> tuple:
+    """(backbone with ImageNet weights, where they came from). Looks at `weights_path`, then $WEIGHTS_PATH,
+    then DATA_ROOT/weights/<name>_imagenet1k.pth, then torchvision's download. Never falls back to
+    random weights silently: 'tiny' is the only backbone without pretrained weights, and says so."""
+    model = build_backbone(name)
+    if name == "tiny":
+        return model, "random initialisation (tiny stand-in backbone, smoke tests only)"
+    candidates = [Path(p).expanduser() for p in (weights_path, os.environ.get(WEIGHTS_ENV)) if p]
+    candidates.append(resolve_data_root(data_root) / "weights" / weights_file(name))
+    for path in candidates:
+        if path.is_file():
+            _load_matching(model, torch.load(path, map_location="cpu", weights_only=True), name, path)
+            return model, str(path)
+    if download:
+        import torchvision.models as tvm
+
+        try:
+            downloaded = getattr(tvm, name)(weights="DEFAULT")
+            return downloaded, f"torchvision {name} weights=DEFAULT (download)"
+        except Exception as error:  # no internet, hub unavailable, ...
+            reason = f"; the download failed: {type(error).__name__}: {str(error)[:120]}"
+    else:
+        reason = "; downloading was not allowed"
+    raise WeightsMissingError(
+        f"no ImageNet weights for {name}: looked at {', '.join(map(str, candidates))}{reason}.\n  fix: put "
+        f"torchvision's {name} state_dict at DATA_ROOT/weights/{weights_file(name)} or point {WEIGHTS_ENV} / the "
+        f"notebook's WEIGHTS_PATH at it (offline: `bash ../shared/data/prepare.sh data` gives mobilenet_v2)")
+
+
+def _load_matching(model: nn.Module, state: dict, name: str, path) -> None:
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [k for k in own if k in state and own[k].shape != state[k].shape]
+    if missing or unexpected or wrong:
+        raise ValueError(f"{path} does not hold {name} weights: {len(missing)} missing keys (e.g. {missing[:2]}), "
+                         f"{len(unexpected)} unexpected (e.g. {unexpected[:2]}), {len(wrong)} of another shape "
+                         f"(e.g. {wrong[:2]}); pass the file saved from torchvision.models.{name}")
+    model.load_state_dict({k: v.float() for k, v in state.items()})
+
+
+class TinyBackbone(nn.Module):
+    """Four stride-2 conv-BN-ReLU blocks (8..64 channels): a random stand-in with the structure of a real
+    backbone (`features`, BN, global pooling) so every code path runs in seconds in tests."""
+
+    def __init__(self, widths=(8, 16, 32, 64)):
+        super().__init__()
+        layers, c_in = [], 3
+        for c_out in widths:
+            layers.append(nn.Sequential(nn.Conv2d(c_in, c_out, 3, 2, 1, bias=False), nn.BatchNorm2d(c_out),
+                                        nn.ReLU(inplace=True)))
+            c_in = c_out
+        self.features = nn.Sequential(*layers)
+        self.num_features = c_in
+
+
+def backbone_blocks(name: str, backbone: nn.Module) -> tuple:
+    """(list of blocks in input-to-output order, width of the pooled features)."""
+    if name.startswith("resnet"):
+        stem = nn.Sequential(backbone.conv1, backbone.bn1, backbone.relu, backbone.maxpool)
+        blocks = [stem] + [b for stage in (backbone.layer1, backbone.layer2, backbone.layer3, backbone.layer4)
+                           for b in stage]
+        return blocks, backbone.fc.in_features
+    if name == "mobilenet_v2":
+        return list(backbone.features), backbone.last_channel
+    return list(backbone.features), backbone.num_features
+
+
+class TransferNet(nn.Module):
+    """blocks -> global average pooling -> dropout -> linear head.
+
+    `configure(trainable_blocks, bn)` freezes all but the last blocks; batch-norm layers of trainable blocks
+    either learn everything ("train": affine + running statistics), keep their statistics ("affine"), or
+    stay fixed ("frozen"). Frozen blocks always run in eval mode, so a frozen prefix is a fixed function
+    whose output can be cached (`cache_features`).
+    """
+
+    def __init__(self, blocks, num_features: int, num_classes: int, dropout: float = 0.2):
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(num_features, num_classes))
+        self.trainable_blocks, self.bn_mode, self.bn_only = len(self.blocks), "train", False
+
+    @classmethod
+    def pretrained(cls, name: str, num_classes: int, dropout: float = 0.2, **weights) -> "TransferNet":
+        backbone, source = load_pretrained(name, **weights)
+        model = cls(*backbone_blocks(name, backbone), num_classes, dropout)
+        model.weights_source, model.backbone_name = source, name
+        # channels-last runs MobileNetV2's depthwise convolutions about twice as fast on the CPU (oneDNN)
+        return model.to(memory_format=torch.channels_last)
+
+    def forward(self, x):
+        return self.forward_from(x, 0)
+
+    def forward_from(self, x, start: int):
+        """x is the output of the first `start` blocks (cached features when start > 0)."""
+        x = x.contiguous(memory_format=torch.channels_last)
+        for block in self.blocks[start:]:
+            x = block(x)
+        return self.head(self.pool(x).flatten(1))
+
+    @torch.no_grad()
+    def prefix(self, x, blocks: int, start: int = 0):
+        """The output of block `blocks` - 1, from the input of block `start` (0: images)."""
+        x = x.contiguous(memory_format=torch.channels_last)
+        for block in self.blocks[start:blocks]:
+            x = block(x)
+        return x
+
+    @property
+    def frozen_prefix(self) -> int:
+        return len(self.blocks) - self.trainable_blocks
+
+    def configure(self, trainable_blocks: int, bn: str = "train", bn_only: bool = False) -> "TransferNet":
+        """Trainable: the head and the last `trainable_blocks` blocks (with `bn_only`, only their BN affine)."""
+        if not 0 <= trainable_blocks <= len(self.blocks):
+            raise ValueError(f"trainable_blocks={trainable_blocks}: this network has {len(self.blocks)} blocks")
+        if bn not in BN_MODES:
+            raise ValueError(f"bn={bn!r}: choose one of {', '.join(BN_MODES)}")
+        self.trainable_blocks, self.bn_mode, self.bn_only = trainable_blocks, bn, bn_only
+        for i, block in enumerate(self.blocks):
+            trainable = i >= self.frozen_prefix
+            for module in block.modules():
+                is_bn = isinstance(module, nn.modules.batchnorm._BatchNorm)
+                learn = trainable and (bn != "frozen" if is_bn else not bn_only)
+                for p in module.parameters(recurse=False):
+                    p.requires_grad_(learn)
+        for p in self.head.parameters():
+            p.requires_grad_(True)
+        return self.train(self.training)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if mode:
+            for i, block in enumerate(self.blocks):
+                if i < self.frozen_prefix:
+                    block.eval()
+                elif self.bn_mode != "train":
+                    for module in block.modules():
+                        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                            module.eval()
+        return self
+
+    def block_groups(self, lr: float, decay: float = 1.0) -> list:
+        """Optimizer parameter groups: the head at `lr`, trainable block k (counted from the top, k = 1..)
+        at lr * decay**k: discriminative learning rates (decay = 1: one rate for all)."""
+        groups = [{"params": [p for p in self.head.parameters() if p.requires_grad], "lr": lr}]
+        for depth, block in enumerate(reversed(self.blocks), start=1):
+            params = [p for p in block.parameters() if p.requires_grad]
+            if params:
+                groups.append({"params": params, "lr": lr * decay ** depth})
+        return groups
+
+
+def trainable_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+# ----------------------------------------------------------------------------------------------
+# Frozen-prefix feature caching
+
+
+class FeatureSet:
+    """Cached activations (N, ...) and labels; what TensorLoader batches like images."""
+
+    def __init__(self, features: torch.Tensor, labels: torch.Tensor, start: int):
+        self.images, self.labels, self.start = features, labels, start
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, index) -> "FeatureSet":
+        index = torch.as_tensor(index, dtype=torch.long)
+        return FeatureSet(self.images[index], self.labels[index], self.start)
+
+
+@torch.no_grad()
+def cache_features(model: TransferNet, loader, blocks: int | None = None, device="cpu", start: int = 0,
+                   amp: bool = False) -> FeatureSet:
+    """The output of the first `blocks` blocks (default: the whole frozen prefix) for every batch of an
+    un-augmented loader of images (start=0) or of features cached at block `start`. Training the rest on
+    these is exactly training the whole network with that prefix frozen, minus the prefix's forward pass
+    in every epoch."""
+    blocks = model.frozen_prefix if blocks is None else blocks
+    device = torch.device(device)
+    model.eval().to(device)
+    outputs, labels = [], []
+    for inputs, targets in loader:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            outputs.append(model.prefix(inputs.to(device), blocks, start).float().cpu())
+        labels.append(targets.cpu())
+    return FeatureSet(torch.cat(outputs), torch.cat(labels), blocks)
+
+
+class FeatureCache:
+    """Every split's activations at one block, computed once (the slow part: the frozen backbone's
+    forward pass over all images); activations at deeper blocks are derived from them on demand."""
+
+    def __init__(self, model: TransferNet, loaders: dict, block: int, device="cpu"):
+        started = time.perf_counter()
+        self.block, self.device = block, device
+        self.sets = {name: cache_features(model, loader, block, device) for name, loader in loaders.items()}
+        self.seconds = time.perf_counter() - started
+
+    def at(self, model: TransferNet, block: int | None = None) -> dict:
+        """{split: FeatureSet at `block`} (default: the model's frozen prefix)."""
+        from .data import TensorLoader
+
+        block = model.frozen_prefix if block is None else block
+        if block < self.block:
+            raise ValueError(f"features are cached from block {self.block}; block {block} lies before it: "
+                             f"cache from an earlier block to fine-tune {len(model.blocks) - block} blocks")
+        return {name: cache_features(model, TensorLoader(fs, 512, device=self.device), block, self.device,
+                                     start=self.block) for name, fs in self.sets.items()}
+
+
+class FromBlock(nn.Module):
+    """The network from block `start` on: what trains on cached features (shares the model's weights)."""
+
+    def __init__(self, model: TransferNet, start: int):
+        super().__init__()
+        self.model, self.start = model, start
+
+    def forward(self, x):
+        return self.model.forward_from(x, self.start)
+
+    def train(self, mode: bool = True):
+        self.training = mode
+        self.model.train(mode)
+        return self
+
+
+# ----------------------------------------------------------------------------------------------
+# LoRA adapters (Hu et al., 2022), written out: W x + (alpha / r) B A x, with B = 0 at the start
+
+
+class LoRALinear(nn.Module):
+    def __init__(self, base: nn.Linear, rank: int, alpha: float | None = None):
+        super().__init__()
+        self.base, self.rank, self.scale = base, rank, (alpha or rank) / rank
+        self.A = nn.Parameter(torch.randn(rank, base.in_features) / base.in_features ** 0.5)
+        self.B = nn.Parameter(torch.zeros(base.out_features, rank))
+        base.requires_grad_(False)
+
+    def forward(self, x):
+        return self.base(x) + self.scale * F.linear(F.linear(x, self.A), self.B)
+
+    def merged(self) -> nn.Linear:
+        layer = nn.Linear(self.base.in_features, self.base.out_features, bias=self.base.bias is not None)
+        with torch.no_grad():
+            layer.weight.copy_(self.base.weight + self.scale * self.B @ self.A)
+            if self.base.bias is not None:
+                layer.bias.copy_(self.base.bias)
+        return layer
+
+
+class LoRAConv2d(nn.Module):
+    """A: a rank-r convolution with the base's kernel, stride and padding; B: a 1x1 convolution back to
+    the output channels. Their product is a kernel of the base's shape, so the update merges exactly."""
+
+    def __init__(self, base: nn.Conv2d, rank: int, alpha: float | None = None):
+        super().__init__()
+        if base.groups != 1:
+            raise ValueError("LoRA on grouped/depthwise convolutions is not supported (their kernels are tiny)")
+        self.base, self.rank, self.scale = base, rank, (alpha or rank) / rank
+        fan_in = base.in_channels * base.kernel_size[0] * base.kernel_size[1]
+        self.A = nn.Parameter(torch.randn(rank, base.in_channels, *base.kernel_size) / fan_in ** 0.5)
+        self.B = nn.Parameter(torch.zeros(base.out_channels, rank, 1, 1))
+        base.requires_grad_(False)
+
+    def forward(self, x):
+        b = self.base
+        low = F.conv2d(x, self.A, None, b.stride, b.padding, b.dilation)
+        return b(x) + self.scale * F.conv2d(low, self.B)
+
+    def delta(self) -> torch.Tensor:
+        return self.scale * (self.B.flatten(1) @ self.A.flatten(1)).view_as(self.base.weight)
+
+    def merged(self) -> nn.Conv2d:
+        b = self.base
+        layer = nn.Conv2d(b.in_channels, b.out_channels, b.kernel_size, b.stride, b.padding, b.dilation,
+                          bias=b.bias is not None)
+        with torch.no_grad():
+            layer.weight.copy_(b.weight + self.delta())
+            if b.bias is not None:
+                layer.bias.copy_(b.bias)
+        return layer
+
+
+def add_lora(model: TransferNet, rank: int, alpha: float | None = None, last_blocks: int | None = None) -> int:
+    """Freeze the backbone and wrap every linear and non-grouped convolution of its (last `last_blocks`)
+    blocks in a LoRA adapter; the head stays fully trainable. Returns the number of adapted layers."""
+    for p in model.blocks.parameters():
+        p.requires_grad_(False)
+    last_blocks = len(model.blocks) if last_blocks is None else last_blocks
+    # The earlier blocks are a frozen, cacheable prefix; batch-norm statistics stay as pretrained.
+    model.trainable_blocks, model.bn_mode, adapted = last_blocks, "frozen", 0
+    for parent in [m for block in model.blocks[len(model.blocks) - last_blocks:] for m in block.modules()]:
+        for child_name, child in list(parent.named_children()):
+            if isinstance(child, nn.Linear):
+                setattr(parent, child_name, LoRALinear(child, rank, alpha))
+            elif isinstance(child, nn.Conv2d) and child.groups == 1:
+                setattr(parent, child_name, LoRAConv2d(child, rank, alpha))
+            else:
+                continue
+            adapted += 1
+    return adapted
+
+
+def merge_lora(model: nn.Module) -> nn.Module:
+    """Replace each adapter by one plain layer holding W + (alpha / r) B A: no extra cost at inference."""
+    for parent in list(model.modules()):
+        for child_name, child in list(parent.named_children()):
+            if isinstance(child, (LoRALinear, LoRAConv2d)):
+                setattr(parent, child_name, child.merged().to(child.B.device))
+    return model
+
+
+# ----------------------------------------------------------------------------------------------
+# Masked fine-tuning: only a chosen small subset of the backbone's weights may change
+
+
+def select_weights(model: TransferNet, fraction: float, criterion: str, loader=None, task=None, device="cpu",
+                   batches: int = 4, seed: int = 2023, forward=None) -> dict:
+    """{parameter name in model.blocks: bool mask} over the weights of the trainable blocks, `fraction` of
+    them selected globally by 'gradient' (largest accumulated |gradient| on a few training batches: the
+    weights the task pulls on hardest), 'magnitude' (largest |w|) or 'random'. `forward` runs a batch of
+    the loader (default: the model; a FromBlock for cached activations)."""
+    if criterion not in ("gradient", "magnitude", "random"):
+        raise ValueError(f"criterion={criterion!r}: choose gradient, magnitude or random")
+    named = [(f"{i}.{n}", p) for i in range(model.frozen_prefix, len(model.blocks))
+             for n, p in model.blocks[i].named_parameters()]
+    if criterion == "gradient":
+        if loader is None or task is None:
+            raise ValueError("criterion='gradient' needs a training loader and a task")
+        forward = forward or model
+        scores = {n: torch.zeros_like(p) for n, p in named}
+        flags = {n: p.requires_grad for n, p in named}
+        for _, p in named:
+            p.requires_grad_(True)
+        forward.to(device).eval()
+        for step, (x, y) in enumerate(loader):
+            if step == batches:
+                break
+            model.zero_grad(set_to_none=True)
+            task.loss(forward(x.to(device)), y.to(device)).backward()
+            for n, p in named:
+                scores[n] += p.grad.abs()
+        model.zero_grad(set_to_none=True)
+        for n, p in named:
+            p.requires_grad_(flags[n])
+    elif criterion == "magnitude":
+        scores = {n: p.detach().abs() for n, p in named}
+    else:
+        generator = make_generator(seed)
+        scores = {n: torch.rand(p.shape, generator=generator).to(p.device) for n, p in named}
+    flat = torch.cat([s.flatten() for s in scores.values()])
+    k = max(1, round(fraction * flat.numel()))
+    threshold = torch.topk(flat, k).values.min()
+    return {n: s >= threshold for n, s in scores.items()}
+
+
+def restrict_updates(model: TransferNet, masks: dict) -> list:
+    """Zero the gradient of every unselected backbone weight (hooks; remove with `h.remove()`); blocks
+    without a mask are frozen. With an optimiser without weight decay (Adam/SGD/AdamW with
+    weight_decay=0) the unselected weights then never move."""
+    handles = []
+    for name, p in model.blocks.named_parameters():
+        mask = masks.get(name)
+        p.requires_grad_(mask is not None and bool(mask.any()))
+        if p.requires_grad:
+            handles.append(p.register_hook(lambda grad, m=mask: grad * m.to(grad.dtype)))
+    return handles
+
+
+# ----------------------------------------------------------------------------------------------
+# Compression: magnitude pruning and post-training int8 quantisation
+
+
+def prunable(model: nn.Module) -> list:
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+
+
+@torch.no_grad()
+def prune_magnitude(model: nn.Module, sparsity: float, scope: str = "layer") -> float:
+    """Zero the smallest-|w| weights of every conv/linear layer: `sparsity` of each layer ("layer"), or of
+    all of them together ("global"). Returns the achieved fraction of zero weights."""
+    if not 0 <= sparsity < 1:
+        raise ValueError(f"sparsity={sparsity} must be in [0, 1)")
+    layers = [m for _, m in prunable(model)]
+    if scope == "global":
+        flat = torch.cat([m.weight.abs().flatten() for m in layers])
+        k = round(sparsity * flat.numel())
+        cut = torch.kthvalue(flat.cpu(), k).values if k else None
+        for m in layers:
+            if cut is not None:
+                m.weight.mul_(m.weight.abs() > cut.to(m.weight.device))
+    elif scope == "layer":
+        for m in layers:
+            k = round(sparsity * m.weight.numel())
+            if k:
+                keep = torch.ones(m.weight.numel(), dtype=torch.bool, device=m.weight.device)
+                keep[m.weight.abs().flatten().argsort()[:k]] = False
+                m.weight.mul_(keep.view(m.weight.shape))
+    else:
+        raise ValueError(f"scope={scope!r}: choose layer or global")
+    return weight_sparsity(model)
+
+
+def weight_sparsity(model: nn.Module) -> float:
+    layers = [m for _, m in prunable(model)]
+    zeros = sum(int((m.weight == 0).sum()) for m in layers)
+    return zeros / max(1, sum(m.weight.numel() for m in layers))
+
+
+def sparse_size_bytes(model: nn.Module, value_bytes: int = 4, index_bytes: int = 4) -> int:
+    """Storage if conv/linear weights were kept as (value, index) pairs of their non-zeros, the rest dense."""
+    pruned = {id(m.weight) for _, m in prunable(model)}
+    size = 0
+    for p in model.state_dict(keep_vars=True).values():
+        if id(p) in pruned:
+            size += int((p != 0).sum()) * (value_bytes + index_bytes)
+        else:
+            size += p.numel() * p.element_size()
+    return size
+
+
+def quantize_symmetric(weight: torch.Tensor, bits: int = 8) -> tuple:
+    """Per-output-channel symmetric quantisation: (integers in [-(2^(b-1)-1), 2^(b-1)-1], scales) with
+    weight ≈ q * scale and an error of at most scale / 2 per entry."""
+    levels = 2 ** (bits - 1) - 1
+    flat = weight.flatten(1) if weight.ndim > 1 else weight.view(-1, 1)
+    scale = (flat.abs().amax(1) / levels).clamp(min=1e-12)
+    q = torch.round(flat / scale[:, None]).clamp(-levels, levels).to(torch.int8)
+    return q.view_as(weight), scale
+
+
+def quantize_int8(model: nn.Module, calibration, example: torch.Tensor, batches: int = 8) -> nn.Module:
+    """Post-training static int8 quantisation (PyTorch FX, x86 backend): weights per channel, activations
+    calibrated on a few batches. The result runs on the CPU."""
+    import copy
+    import warnings
+
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+    torch.backends.quantized.engine = "x86"
+    float_model = copy.deepcopy(model).cpu().eval()
+    with warnings.catch_warnings(), _nondeterministic_allowed():
+        warnings.simplefilter("ignore")  # FX quantisation is in maintenance mode and says so at every call
+        prepared = prepare_fx(float_model, get_default_qconfig_mapping("x86"), (example.cpu(),))
+        with torch.no_grad():
+            for step, (x, _) in enumerate(calibration):
+                if step == batches:
+                    break
+                prepared(x.cpu())
+        return Int8Model(convert_fx(prepared))
+
+
+class _nondeterministic_allowed:
+    """Quantised kernels have no 'deterministic' flag and warn at every call under
+    torch.use_deterministic_algorithms (set by seed_everything); they are deterministic on the CPU anyway."""
+
+    def __enter__(self):
+        self.previous = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+        torch.use_deterministic_algorithms(False)
+
+    def __exit__(self, *exc):
+        torch.use_deterministic_algorithms(self.previous[0], warn_only=self.previous[1])
+
+
+class Int8Model(nn.Module):
+    """A converted int8 model (CPU): float tensors in, float logits out."""
+
+    def __init__(self, quantized: nn.Module):
+        super().__init__()
+        self.quantized = quantized
+
+    def forward(self, x):
+        with _nondeterministic_allowed():
+            return self.quantized(x.cpu())
+
+
+def serialized_size_bytes(model: nn.Module) -> int:
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return buffer.getbuffer().nbytes
+
+
+@torch.no_grad()
+def latency_ms(model: nn.Module, example: torch.Tensor, repeats: int = 20) -> float:
+    """Median wall time of one forward pass of `example` (after two warm-up passes), in milliseconds."""
+    model.eval()
+    for _ in range(2):
+        model(example)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        model(example)
+        times.append(time.perf_counter() - start)
+    return 1000 * sorted(times)[len(times) // 2]
+
+
+# ----------------------------------------------------------------------------------------------
+# Semi-supervised learning
+
+
+def pseudo_labels(logits: torch.Tensor, threshold: float) -> tuple:
+    """(indices, labels) of the unlabelled samples whose top softmax probability reaches `threshold`."""
+    confidence, labels = logits.softmax(1).max(1)
+    keep = torch.nonzero(confidence >= threshold).flatten()
+    return keep, labels[keep]
+
+
+def labelled_subset(labels: torch.Tensor, fraction: float, seed: int = 2023) -> torch.Tensor:
+    """Indices of `fraction` of each class (at least one per class), seeded: the labelled part."""
+    generator = make_generator(seed)
+    keep = []
+    for c in labels.unique():
+        members = torch.nonzero(labels == c).flatten()
+        n = max(1, round(fraction * len(members)))
+        keep.append(members[torch.randperm(len(members), generator=generator)[:n]])
+    return torch.cat(keep).sort().values
