@@ -1,0 +1,85 @@
+"""helpers.vgg: the CIFAR-10 baseline's exact size, and that each switch changes only what it names."""
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+
+from helpers.models import count_parameters
+from helpers.vgg import BasicBlock, CifarNet, SqueezeExcite, norm_layer, output_shape, resnet_steps
+
+
+def test_baseline_matches_the_tutorial_model():
+    model = CifarNet()
+    # Keras summary of Brownlee's 3-block VGG: 896+9,248+18,496+36,928+73,856+147,584+262,272+1,290
+    assert count_parameters(model) == 550_570
+    assert output_shape(model) == (2, 10)
+    assert sum(isinstance(m, nn.MaxPool2d) for m in model.modules()) == 3
+    assert not any(isinstance(m, (nn.Dropout, nn.BatchNorm2d)) for m in model.modules())
+
+
+def test_he_uniform_initialisation_bounds():
+    torch.manual_seed(0)
+    conv = CifarNet().features[0].body[0][0]
+    bound = math.sqrt(6 / (3 * 3 * 3))
+    assert conv.weight.abs().max() <= bound and conv.weight.abs().max() > 0.9 * bound
+    assert torch.count_nonzero(conv.bias) == 0
+
+
+def test_dropout_and_batch_norm_switches():
+    dropped = CifarNet(dropout=(0.2, 0.3, 0.4, 0.5))
+    assert [m.p for m in dropped.modules() if isinstance(m, nn.Dropout)] == [0.2, 0.3, 0.4, 0.5]
+    assert count_parameters(dropped) == 550_570
+    bn = CifarNet(norm="batch")
+    conv_biases = 32 + 32 + 64 + 64 + 128 + 128
+    assert count_parameters(bn) == 550_570 - conv_biases + 2 * conv_biases  # bias dropped, BN scale + shift
+    order = CifarNet(norm="batch", dropout=0.2, dropout_order="dropout_bn")
+    unit = order.features[0].body[0]
+    assert [type(m) for m in unit] == [nn.Conv2d, nn.Dropout, nn.BatchNorm2d, nn.ReLU]
+    with pytest.raises(ValueError, match="dropout needs 4 rates"):
+        CifarNet(dropout=(0.1, 0.2))
+
+
+@pytest.mark.parametrize("kind, groups", [("layer", 1), ("instance", 32), ("group", 4)])
+def test_norm_variants_are_group_norms(kind, groups):
+    layer = norm_layer(kind, 32)
+    assert isinstance(layer, nn.GroupNorm) and layer.num_groups == groups
+    x = torch.randn(3, 32, 5, 5) * 4 + 2
+    y = layer(x).view(3, groups, -1)
+    torch.testing.assert_close(y.mean(-1), torch.zeros(3, groups), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="norm="):
+        norm_layer("weight", 8)
+
+
+def test_resnet_steps_change_one_thing_each():
+    steps = {name: CifarNet(**kwargs) for name, kwargs in resnet_steps().items()}
+    for model in steps.values():
+        assert output_shape(model) == (2, 10)
+    gap = steps["gap_head"]
+    assert count_parameters(steps["vgg"]) - count_parameters(gap) == (2048 * 128 + 128 + 128 * 10 + 10) - (128 * 10 + 10)
+    assert not any(isinstance(m, nn.MaxPool2d) for m in steps["strided"].modules())
+    assert count_parameters(steps["strided"]) == count_parameters(gap)  # same weights, strides instead of pools
+    blocks = [m for m in steps["residual"].modules() if isinstance(m, BasicBlock)]
+    assert len(blocks) == 3 and isinstance(blocks[0].shortcut, nn.Identity)  # stem already gives 32 channels
+    assert all(isinstance(b.shortcut, nn.Sequential) for b in blocks[1:])  # projections where shapes change
+    assert len([m for m in steps["residual_4_blocks"].modules() if isinstance(m, BasicBlock)]) == 4
+
+
+def test_basic_block_is_identity_plus_residual():
+    block = BasicBlock(8, 8, 1, norm="batch").eval()
+    nn.init.zeros_(block.norm2.weight)  # residual branch switched off
+    x = torch.randn(2, 8, 6, 6).abs()
+    torch.testing.assert_close(block(x), x)
+
+
+def test_squeeze_excitation_and_patchify_stem():
+    plain = CifarNet(**resnet_steps()["residual"])
+    se = CifarNet(**resnet_steps()["residual"], se=True)
+    gates = [m for m in se.modules() if isinstance(m, SqueezeExcite)]
+    extra = sum(c * max(4, c // 8) * 2 + max(4, c // 8) + c for c in (32, 64, 128))
+    assert len(gates) == 3 and count_parameters(se) - count_parameters(plain) == extra
+    patch = CifarNet(widths=(64, 128, 256), head="gap", residual=True, norm="batch", stem="patchify", patch=2)
+    assert output_shape(patch) == (2, 10)
+    assert patch.features[0].kernel_size == (2, 2) and patch.features[0].stride == (2, 2)
+    with pytest.raises(ValueError, match="stem="):
+        CifarNet(stem="pyramid")
