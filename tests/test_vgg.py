@@ -83,3 +83,18 @@ def test_squeeze_excitation_and_patchify_stem():
     assert patch.features[0].kernel_size == (2, 2) and patch.features[0].stride == (2, 2)
     with pytest.raises(ValueError, match="stem="):
         CifarNet(stem="pyramid")
+
+
+def test_forward_flops_of_the_baseline_by_hand():
+    from helpers.bench import forward_flops
+    convs = [(32, 32, 3), (32, 32, 32), (16, 64, 32), (16, 64, 64), (8, 128, 64), (8, 128, 128)]
+    expected = sum(2 * s * s * c_out * c_in * 9 for s, c_out, c_in in convs) + 2 * (2048 * 128 + 128 * 10)
+    assert forward_flops(CifarNet()) == expected == 77_793_792
+
+
+def test_cifar_benchmark_prints_both_pipelines(capsys, tmp_path):
+    from helpers import bench
+    rows = bench.cifar(seconds=0.2, batch=32, device="cpu", data_root=tmp_path, workers=0, limit=256)
+    out = capsys.readouterr().out
+    assert "synthetic stand-in" in out and "speed-up" in out and "matmul ceiling" in out
+    assert len(rows) == 2 and all(r["images_per_s"] > 0 and 0 < r["fraction"] < 1 for r in rows)

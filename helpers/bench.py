@@ -1,0 +1,157 @@
+"""Throughput benchmarks that print figures (never timed tests).
+
+    python -m helpers.bench cifar [--seconds 20] [--batch 128] [--model baseline|resnet] [--device auto]
+
+`cifar` trains the same model for the same wall time with two input pipelines and prints training
+images per second for each: the notebooks' (the whole uint8 data set on the device, flips and
+translations on whole batches there) and the classic one (a torchvision-style dataset handing out PIL
+images, per-image RandomHorizontalFlip/RandomCrop/ToTensor/Normalize, a DataLoader with worker
+processes). It also prints the model's training FLOPs per image and the achieved fraction of a
+float32 matmul's FLOP/s on the same device, measured in the same run.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import augment as A
+from .data import DataMissingError, TensorLoader, channel_stats, load_cifar, synthetic_images
+from .repro import resolve_device
+from .vgg import CifarNet, resnet_steps
+
+
+def matmul_flops(device: torch.device, n: int = 2048, seconds: float = 2.0) -> float:
+    """float32 FLOP/s of an n x n matmul, the device's practical ceiling for dense work."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    a @ b
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        count += 1
+    _sync(device)
+    return 2 * n ** 3 * count / (time.perf_counter() - start)
+
+
+def forward_flops(model: nn.Module, image_size: int = 32) -> int:
+    """Multiply-adds x 2 of the convolutions and linear layers for one image."""
+    total = 0
+
+    def hook(module, inputs, output):
+        nonlocal total
+        if isinstance(module, nn.Conv2d):
+            per_output = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+            total += 2 * output[0].numel() * per_output
+        elif isinstance(module, nn.Linear):
+            total += 2 * module.in_features * module.out_features
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        model(torch.zeros(1, 3, image_size, image_size, device=next(model.parameters()).device))
+    model.train(was_training)
+    for h in handles:
+        h.remove()
+    return total
+
+
+class PilCifar(torch.utils.data.Dataset):
+    """What torchvision's CIFAR10 does per item: uint8 array -> PIL image -> per-image transforms."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, mean, std):
+        from torchvision import transforms as T
+
+        self.arrays, self.labels = images.permute(0, 2, 3, 1).numpy(), labels
+        self.transform = T.Compose([T.RandomHorizontalFlip(), T.RandomCrop(32, padding=4), T.ToTensor(),
+                                    T.Normalize(mean, std)])
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        from PIL import Image
+
+        return self.transform(Image.fromarray(self.arrays[i])), self.labels[i]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def train_throughput(model: nn.Module, batches, device: torch.device, seconds: float, warmup: int = 2) -> float:
+    """Training images per second (forward, backward, SGD step) over `seconds` of wall time."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    model.train()
+    images_done, start = 0, None
+    while True:
+        for step, (x, y) in enumerate(batches):
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            loss = F.cross_entropy(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if start is None and step + 1 == warmup:
+                _sync(device)
+                start = time.perf_counter()
+            elif start is not None:
+                images_done += len(y)
+                if time.perf_counter() - start > seconds:
+                    _sync(device)
+                    return images_done / (time.perf_counter() - start)
+
+
+def cifar(seconds: float = 20.0, batch: int = 128, model_name: str = "baseline", device: str = "auto",
+          data_root=None, workers: int = 2, limit: int | None = 10_000) -> list:
+    device = resolve_device(device)
+    try:
+        data = load_cifar(data_root, "train").limit(limit)
+        source = "real CIFAR-10"
+    except DataMissingError:
+        data = synthetic_images(limit or 10_000, 10, size=32)
+        source = "synthetic stand-in (no CIFAR-10 found)"
+    mean, std = channel_stats(data.images)
+    build = (lambda: CifarNet()) if model_name == "baseline" else (lambda: CifarNet(**resnet_steps()["residual"]))
+    flops = 3 * forward_flops(build())  # backward costs about twice the forward
+    ceiling = matmul_flops(device)
+    rows = []
+    ours = TensorLoader(data, batch, shuffle=True, drop_last=True, mean=mean, std=std, device=device,
+                        augment=A.Compose(A.Flip(0.5), A.Translate(0.125)))
+    classic = torch.utils.data.DataLoader(PilCifar(data.images, data.labels, mean, std), batch_size=batch,
+                                          shuffle=True, drop_last=True, num_workers=workers,
+                                          pin_memory=device.type == "cuda", persistent_workers=workers > 0)
+    for name, batches in (("uint8 tensor on device + batched augmentation", ours),
+                          (f"DataLoader ({workers} workers) + per-image PIL transforms", classic)):
+        torch.manual_seed(0)
+        rate = train_throughput(build().to(device), batches, device, seconds)
+        rows.append({"pipeline": name, "images_per_s": rate, "fraction": rate * flops / ceiling})
+    print(f"CIFAR training throughput: {model_name} model ({flops / 1e6:.1f} MFLOP per training image), "
+          f"batch {batch}, {source}, device {device}, torch threads {torch.get_num_threads()}; "
+          f"float32 matmul ceiling {ceiling / 1e9:.1f} GFLOP/s")
+    print(f"{'pipeline':<58} {'images/s':>10} {'of matmul FLOP/s':>17}")
+    for row in rows:
+        print(f"{row['pipeline']:<58} {row['images_per_s']:>10.0f} {100 * row['fraction']:>16.1f}%")
+    print(f"speed-up of the tensor pipeline: {rows[0]['images_per_s'] / rows[1]['images_per_s']:.2f}x")
+    return rows
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m helpers.bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("suite", choices=["cifar"])
+    parser.add_argument("--seconds", type=float, default=20.0, help="timed training per pipeline")
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--model", choices=["baseline", "resnet"], default="baseline")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--data-root", default=None)
+    parser.add_argument("--workers", type=int, default=2, help="DataLoader worker processes of the classic pipeline")
+    args = parser.parse_args(argv)
+    cifar(args.seconds, args.batch, args.model, args.device, args.data_root, args.workers)
+
+
+if __name__ == "__main__":
+    main()
