@@ -11,6 +11,20 @@ PROFILES = ("smoke", "fast", "full")
 # `synthetic` selects the stand-in data; `train_limit`/`test_limit` cap set sizes (None = all);
 # `steps_per_epoch` caps optimisation steps (None = one pass over the data).
 _BUDGETS = {
+    # epochs: the tutorial's single-change runs; combined_epochs: all regularisers together; explore_epochs: the
+    # explorations and extensions; strong_*: the ResNet with bells and whistles (CIFAR-10 and -100).
+    # fast is provisional: calibrated with `python -m helpers.bench cifar` before its first committed run.
+    "01": {
+        "smoke": dict(synthetic=True, train_limit=256, val_size=64, test_limit=128, batch_size=64, eval_batch_size=256,
+                      epochs=1, combined_epochs=2, explore_epochs=1, steps_per_epoch=2, amp=False,
+                      strong_widths=(8, 16, 32), strong_blocks=1, strong_epochs=2, strong_lr=0.05),
+        "fast": dict(synthetic=False, train_limit=10_000, val_size=5_000, test_limit=None, batch_size=64,
+                     eval_batch_size=1000, epochs=10, combined_epochs=20, explore_epochs=8, steps_per_epoch=None,
+                     amp=True, strong_widths=(64, 128, 256), strong_blocks=1, strong_epochs=12, strong_lr=0.2),
+        "full": dict(synthetic=False, train_limit=None, val_size=5_000, test_limit=None, batch_size=64,
+                     eval_batch_size=1000, epochs=100, combined_epochs=400, explore_epochs=100, steps_per_epoch=None,
+                     amp="auto", strong_widths=(64, 128, 256, 512), strong_blocks=2, strong_epochs=200, strong_lr=0.1),
+    },
     # sizes: input sides tried by the frozen-feature probe (the smallest within size_tolerance of the best on
     # validation is used); depths: numbers of last blocks fine-tuned (strategy 1); gradual: (blocks, epochs)
     # stages (strategy 2). Fine-tuning runs train on cached activations of the frozen prefix unless augmented.
