@@ -79,7 +79,8 @@ class Classification:
                 "acc": (outputs.argmax(1) == hard).float()}
 
     def __repr__(self):
-        weights = "" if self.class_weights is None else f", class_weights={[round(w, 6) for w in self.class_weights.tolist()]}"
+        weights = "" if self.class_weights is None else \
+            f", class_weights={[round(w, 6) for w in self.class_weights.tolist()]}"
         return f"Classification(label_smoothing={self.label_smoothing}{weights})"
 
 

@@ -506,7 +506,8 @@ class _nondeterministic_allowed:
     torch.use_deterministic_algorithms (set by seed_everything); they are deterministic on the CPU anyway."""
 
     def __enter__(self):
-        self.previous = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+        self.previous = (torch.are_deterministic_algorithms_enabled(),
+                         torch.is_deterministic_algorithms_warn_only_enabled())
         torch.use_deterministic_algorithms(False)
 
     def __exit__(self, *exc):

@@ -114,7 +114,8 @@ class CifarNet(nn.Module):
             layers.append(ConvUnit(3, widths[0], 1, norm or ("batch" if residual else None), 0.0))
             c_in = widths[0]
         elif stem == "patchify":
-            layers += [nn.Conv2d(3, widths[0], patch, patch), norm_layer(norm or "batch", widths[0]), nn.ReLU(inplace=True)]
+            layers += [nn.Conv2d(3, widths[0], patch, patch), norm_layer(norm or "batch", widths[0]),
+                       nn.ReLU(inplace=True)]
             c_in, size = widths[0], size // patch
         for i, width in enumerate(widths):
             if residual:
@@ -130,12 +131,12 @@ class CifarNet(nn.Module):
                                        downsample=downsample, se=se))
             c_in, size = width, size // stride
         self.features = nn.Sequential(*layers)
+        last_dropout = nn.Dropout(rates[-1]) if rates[-1] else nn.Identity()
         if head == "dense":
             self.head = nn.Sequential(nn.Flatten(), nn.Linear(c_in * size * size, dense), nn.ReLU(inplace=True),
-                                      nn.Dropout(rates[-1]) if rates[-1] else nn.Identity(), nn.Linear(dense, num_classes))
+                                      last_dropout, nn.Linear(dense, num_classes))
         else:
-            self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                                      nn.Dropout(rates[-1]) if rates[-1] else nn.Identity(), nn.Linear(c_in, num_classes))
+            self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), last_dropout, nn.Linear(c_in, num_classes))
         if init == "he_uniform":
             self.apply(_he_uniform)
 

@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 from helpers import report
-from helpers.repro import PROJECT_ROOT
 
 
 def test_committed_report_types_no_result_by_hand_and_finds_every_input():
