@@ -97,4 +97,5 @@ def test_cifar_benchmark_prints_both_pipelines(capsys, tmp_path):
     rows = bench.cifar(seconds=0.2, batch=32, device="cpu", data_root=tmp_path, workers=0, limit=256)
     out = capsys.readouterr().out
     assert "synthetic stand-in" in out and "speed-up" in out and "matmul ceiling" in out
-    assert len(rows) == 2 and all(r["images_per_s"] > 0 and 0 < r["fraction"] < 1 for r in rows)
+    # a 0.2 s run on a busy machine can even beat the 2 s matmul estimate: only signs are stable here
+    assert len(rows) == 2 and all(r["images_per_s"] > 0 and r["fraction"] > 0 for r in rows)
