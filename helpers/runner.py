@@ -155,8 +155,7 @@ def run_experiment(run: Run, name: str, build_model, config: TrainConfig, train_
 
     `test_loader=None` skips the test (selection-only runs); `param_groups` go to the optimiser
     (discriminative learning rates). With TRAIN=False nothing trains: the stored record is read back and,
-    for configurations whose
-    weights are kept, the weights are loaded (the demo path). The notebook re-evaluates the models it
+    for configurations whose weights are kept, the weights are loaded (the demo path). The notebook re-evaluates the models it
     shows, once each, where it shows them: a test pass per kept model here would double the demo's time.
     """
     seed = run.seed if seed is None else seed
