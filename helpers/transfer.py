@@ -236,6 +236,31 @@ def cache_features(model: TransferNet, loader, blocks: int | None = None, device
     return FeatureSet(torch.cat(outputs), torch.cat(labels), blocks)
 
 
+def cache_views(model: TransferNet, make_loader, views: int, blocks: int | None = None, device="cpu",
+                amp: bool = False) -> FeatureSet:
+    """The frozen prefix's output for `views` augmented passes over a set, stacked into one set.
+
+    make_loader(view) returns the set's loader with augmentation seeded by `view` (view 0 may be the
+    plain images). One epoch over the result is `views` augmented epochs of the whole network with that
+    prefix frozen; what is lost is that the augmentations repeat every `views` epochs instead of being
+    fresh, and what is gained is that the prefix, the expensive part, runs `views` times in all."""
+    if views < 1:
+        raise ValueError(f"views={views} must be at least 1")
+    parts = [cache_features(model, make_loader(view), blocks, device, amp=amp) for view in range(views)]
+    return FeatureSet(torch.cat([p.images for p in parts]), torch.cat([p.labels for p in parts]), parts[0].start)
+
+
+def group_probabilities(probabilities: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """(N, G) probabilities of coarse groups from (N, C) fine-class probabilities, summed over each group's
+    classes (groups[c] = group id of class c), e.g. cat vs dog from the 37 breeds."""
+    if probabilities.shape[1] != len(groups):
+        raise ValueError(f"{probabilities.shape[1]} classes but {len(groups)} group ids: one id per class")
+    probabilities = probabilities.float()
+    index = groups.to(probabilities.device).long().expand_as(probabilities)
+    return torch.zeros(len(probabilities), int(groups.max()) + 1,
+                       device=probabilities.device).scatter_add_(1, index, probabilities)
+
+
 class FeatureCache:
     """Every split's activations at one block, computed once (the slow part: the frozen backbone's
     forward pass over all images); activations at deeper blocks are derived from them on demand."""
@@ -422,7 +447,14 @@ def restrict_updates(model: TransferNet, masks: dict) -> list:
 
 
 def prunable(model: nn.Module) -> list:
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    """The conv/linear layers pruning touches: not the first convolution (3 input channels) and not depthwise
+    convolutions (9 weights per channel): both hold a tiny share of the weights, and removing any of them
+    wipes out a whole input or feature channel. The usual exclusions (Zhu & Gupta, 2018)."""
+    def eligible(m):
+        if isinstance(m, nn.Linear):
+            return True
+        return isinstance(m, nn.Conv2d) and m.in_channels > 3 and m.groups == 1
+    return [(n, m) for n, m in model.named_modules() if eligible(m)]
 
 
 @torch.no_grad()
@@ -457,13 +489,14 @@ def weight_sparsity(model: nn.Module) -> float:
     return zeros / max(1, sum(m.weight.numel() for m in layers))
 
 
-def sparse_size_bytes(model: nn.Module, value_bytes: int = 4, index_bytes: int = 4) -> int:
-    """Storage if conv/linear weights were kept as (value, index) pairs of their non-zeros, the rest dense."""
+def sparse_size_bytes(model: nn.Module, value_bytes: int = 4) -> int:
+    """Storage if every prunable layer kept its non-zero values plus a one-bit-per-weight mask of where they
+    are (smaller than dense from about 3 % sparsity on); everything else dense."""
     pruned = {id(m.weight) for _, m in prunable(model)}
     size = 0
     for p in model.state_dict(keep_vars=True).values():
         if id(p) in pruned:
-            size += int((p != 0).sum()) * (value_bytes + index_bytes)
+            size += int((p != 0).sum()) * value_bytes + -(-p.numel() // 8)
         else:
             size += p.numel() * p.element_size()
     return size

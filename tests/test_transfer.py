@@ -234,3 +234,39 @@ def test_weighted_cross_entropy_and_pseudo_labels_and_labelled_subsets():
     subset = transfer.labelled_subset(classes, 0.1, seed=3)
     assert torch.bincount(classes[subset]).tolist() == [2] * 10
     assert transfer.labelled_subset(classes, 0.01).numel() == 10  # at least one per class
+
+
+def test_pruning_leaves_the_first_and_depthwise_convolutions_alone_and_counts_a_bitmap():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(8, 8, 3, groups=8), nn.Conv2d(8, 16, 1), nn.Linear(16, 4))
+    assert [n for n, _ in transfer.prunable(model)] == ["2", "3"]
+    dense = transfer.sparse_size_bytes(model)
+    assert dense == sum(p.numel() for p in model.parameters()) * 4 + 128 // 8 + 64 // 8  # values + bitmaps
+    transfer.prune_magnitude(model, 0.5)
+    assert int((model[0].weight == 0).sum()) == 0 and int((model[1].weight == 0).sum()) == 0
+    assert transfer.sparse_size_bytes(model) == dense - (64 + 32) * 4
+
+
+def test_cached_views_stack_augmented_passes_of_the_prefix():
+    from helpers import augment as A
+
+    model = tiny().configure(1)
+    train = images(16)
+    make = lambda view: data.TensorLoader(train, 8, augment=A.Flip(0.5) if view else None, seed=view)
+    views = transfer.cache_views(model, make, 3)
+    plain = transfer.cache_features(model, make(0))
+    assert len(views) == 48 and views.start == plain.start == len(model.blocks) - 1
+    assert torch.equal(views.images[:16], plain.images) and torch.equal(views.labels, train.labels.repeat(3))
+    assert not torch.equal(views.images[16:32], plain.images)  # view 1 is flipped where view 0 is not
+    with pytest.raises(ValueError, match="at least 1"):
+        transfer.cache_views(model, make, 0)
+
+
+def test_group_probabilities_sum_fine_classes_per_group():
+    logits = torch.tensor([[2.0, 0.0, 1.0, -1.0], [0.0, 0.0, 0.0, 0.0]])
+    groups = torch.tensor([0, 1, 1, 0])
+    p = logits.softmax(1)
+    coarse = transfer.group_probabilities(p, groups)
+    assert torch.allclose(coarse, torch.stack([p[:, 0] + p[:, 3], p[:, 1] + p[:, 2]], 1))
+    assert torch.allclose(coarse.sum(1), torch.ones(2)) and torch.allclose(coarse[1], torch.tensor([0.5, 0.5]))
+    with pytest.raises(ValueError, match="one id per class"):
+        transfer.group_probabilities(p, groups[:3])
