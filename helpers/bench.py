@@ -130,6 +130,7 @@ def cifar(seconds: float = 20.0, batch: int = 128, model_name: str = "baseline",
              "resnet9": lambda: ResNet9(budget("01", "fast").strong_widths)}[model_name]
     flops = 3 * forward_flops(build())  # backward costs about twice the forward
     ceiling = matmul_flops(device)
+    precision = f"autocast {str(autocast_settings(device, True)[1]).removeprefix('torch.')}" if amp else "float32"
     rows = []
     ours = TensorLoader(data, batch, shuffle=True, drop_last=True, mean=mean, std=std, device=device,
                         augment=A.Compose(A.Flip(0.5), A.Translate(0.125)))
@@ -143,7 +144,7 @@ def cifar(seconds: float = 20.0, batch: int = 128, model_name: str = "baseline",
         rows.append({"pipeline": name, "images_per_s": rate, "fraction": rate * flops / ceiling})
     print(f"CIFAR training throughput: {model_name} model ({flops / 1e6:.1f} MFLOP per training image), "
           f"batch {batch}, {source}, device {device}, torch threads {torch.get_num_threads()}, "
-          f"{'autocast ' + str(autocast_settings(device, amp)[1]).replace('torch.', '') if amp else 'float32'}; "
+          f"{precision}; "
           f"float32 matmul ceiling (best of 1024/2048/4096) {ceiling / 1e9:.1f} GFLOP/s")
     print(f"{'pipeline':<58} {'images/s':>10} {'of matmul FLOP/s':>17}")
     for row in rows:

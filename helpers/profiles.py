@@ -16,8 +16,8 @@ _BUDGETS = {
     # (CIFAR-10, then CIFAR-100; its offline synthetic stand-in only runs the code path, for standin_epochs).
     # fast is provisional until its first committed run. amp=False: on the 2-core CPU here (AVX-512 without
     # BF16) bfloat16 autocast trained 3x slower than float32 (`python -m helpers.bench cifar --amp`). A trial of
-    # strong_* at batch 512, lr 0.4, 12 epochs gave 87.0 % test (87.6 % with flip TTA) in 29.7 min; batch 128
-    # trains 1.2x faster per image than 512 here, hence the smaller batch and more epochs.
+    # strong_* at batch 512, lr 0.4, 12 epochs gave 87.0 % test (87.6 % with flip TTA) in 29.7 min (146 s an
+    # epoch); at batch 256 an epoch took 126-136 s, hence the smaller batch and more epochs.
     "01": {
         "smoke": dict(synthetic=True, train_limit=256, val_size=64, test_limit=128, batch_size=64, eval_batch_size=256,
                       epochs=1, combined_epochs=2, explore_epochs=1, steps_per_epoch=2, amp=False,
