@@ -17,15 +17,15 @@ _BUDGETS = {
     # fast is provisional until its first committed run. amp=False: on the 2-core CPU here (AVX-512 without
     # BF16) bfloat16 autocast trained 3x slower than float32 (`python -m helpers.bench cifar --amp`). A trial of
     # strong_* at batch 512, lr 0.4, 12 epochs gave 87.0 % test (87.6 % with flip TTA) in 29.7 min (146 s an
-    # epoch); at batch 256 an epoch took 126-136 s, hence the smaller batch and more epochs.
+    # epoch); at batch 256 an epoch took 126-136 s, hence the smaller batch and more epochs (18: about 40 min).
     "01": {
         "smoke": dict(synthetic=True, train_limit=256, val_size=64, test_limit=128, batch_size=64, eval_batch_size=256,
                       epochs=1, combined_epochs=2, explore_epochs=1, steps_per_epoch=2, amp=False,
                       strong_widths=(8, 16, 32, 64), strong_train_limit=256, strong_batch=64, strong_epochs=2,
                       strong_lr=0.05, standin_epochs=1),
         "fast": dict(synthetic=False, train_limit=10_000, val_size=5_000, test_limit=None, batch_size=64,
-                     eval_batch_size=1000, epochs=10, combined_epochs=20, explore_epochs=8, steps_per_epoch=None,
-                     amp=False, strong_widths=(32, 64, 128, 256), strong_train_limit=None, strong_batch=256, strong_epochs=16,
+                     eval_batch_size=1000, epochs=10, combined_epochs=20, explore_epochs=6, steps_per_epoch=None,
+                     amp=False, strong_widths=(32, 64, 128, 256), strong_train_limit=None, strong_batch=256, strong_epochs=18,
                      strong_lr=0.2, standin_epochs=2),
         "full": dict(synthetic=False, train_limit=None, val_size=5_000, test_limit=None, batch_size=64,
                      eval_batch_size=1000, epochs=100, combined_epochs=400, explore_epochs=100, steps_per_epoch=None,
