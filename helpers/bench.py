@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from . import augment as A
 from .data import DataMissingError, TensorLoader, channel_stats, load_cifar, synthetic_images
-from .repro import resolve_device
+from .repro import keep_freed_memory, resolve_device
 from .profiles import budget
 from .training import autocast_settings
 from .vgg import CifarNet, ResNet9, resnet_steps
@@ -165,7 +165,11 @@ def main(argv=None) -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--workers", type=int, default=2, help="DataLoader worker processes of the classic pipeline")
+    parser.add_argument("--default-malloc", action="store_true",
+                        help="leave glibc's memory return on (the notebooks turn it off: helpers.repro.keep_freed_memory)")
     args = parser.parse_args(argv)
+    kept = False if args.default_malloc else keep_freed_memory()
+    print(f"freed memory kept for reuse (notebook setting): {kept}")
     cifar(args.seconds, args.batch, args.model, args.device, args.data_root, args.workers, amp=args.amp)
 
 

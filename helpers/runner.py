@@ -12,7 +12,7 @@ from . import plots, results
 from .data import resolve_data_root
 from .models import model_summary
 from .profiles import PROFILES, budget
-from .repro import PROJECT_ROOT, environment, resolve_device, seed_everything
+from .repro import PROJECT_ROOT, environment, keep_freed_memory, resolve_device, seed_everything
 from .training import History, TrainConfig, evaluate, fit
 
 # name -> accepted types; every notebook's `parameters` cell declares these (plus its own extras).
@@ -195,6 +195,7 @@ def start(namespace: dict, notebook: str, extra_parameters: dict | None = None) 
     if params["PROFILE"] == "smoke" and params["DEVICE"] == "auto":
         device = torch.device("cpu")  # smoke runs are CPU tests by definition
     seed_everything(params["SEED"])
+    keep_freed_memory()
     output_dir = Path(params["OUTPUT_DIR"]).expanduser().resolve() if params["OUTPUT_DIR"] else \
         default_output_dir(params["PROFILE"])
     run = Run(notebook=notebook, params=params, device=device, data_root=resolve_data_root(params["DATA_ROOT"]),

@@ -1,3 +1,5 @@
+import sys
+
 import pytest
 import torch
 
@@ -70,3 +72,27 @@ def test_dataloader_workers_are_seeded_from_the_generator():
     first, second = draw(), draw()
     assert torch.equal(first, second)
     assert len(set(first.tolist())) == 8  # the two workers do not repeat each other's numbers
+
+
+RSS_AFTER_FREE = """
+import sys, torch
+from helpers import repro
+def rss_mb():
+    return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
+if sys.argv[1] == "keep":
+    assert repro.keep_freed_memory()
+before = rss_mb()
+block = torch.ones(64 * 2**20 // 4)  # 64 MB: above glibc's default mmap threshold
+del block
+print(rss_mb() - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_keep_freed_memory_keeps_a_freed_block_for_reuse():
+    import subprocess
+
+    kept, returned = (float(subprocess.run([sys.executable, "-c", RSS_AFTER_FREE, mode], capture_output=True, text=True,
+                                           check=True, cwd=repro.PROJECT_ROOT).stdout) for mode in ("keep", "default"))
+    assert kept > 48, "with keep_freed_memory the freed 64 MB stay in the process for the next step"
+    assert returned < 16, "by default glibc returns a freed 64 MB block to the kernel"
