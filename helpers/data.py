@@ -75,9 +75,10 @@ def resolve_data_root(data_root: str | os.PathLike | None = None) -> Path:
     return Path(data_root).expanduser().resolve()
 
 
-def missing(name: str, path: Path) -> DataMissingError:
+def missing(name: str, path: Path, cause: Exception | None = None) -> DataMissingError:
     info = DATASETS[name]
-    return DataMissingError(f"{name}: nothing usable at {path}.\n  expected layout: {info.layout}\n"
+    failed = f" (download failed: {cause})" if isinstance(cause, OSError) else ""
+    return DataMissingError(f"{name}: nothing usable at {path}{failed}.\n  expected layout: {info.layout}\n"
                             f"  how to get it: {info.how_to_get}\n  (DATA_ROOT is set by the notebook parameter "
                             f"DATA_ROOT or the environment variable {DATA_ENV}; default ./data)")
 
@@ -183,7 +184,10 @@ def load_cifar(root=None, split: str = "train", download: bool = False, num_clas
         return _load_image_folder(root, tree, f"cifar10-{split}")
     if not (root / folder).exists() and not download:
         raise missing(name, root)
-    dataset = cls(root=str(root), train=split == "train", download=download)
+    try:
+        dataset = cls(root=str(root), train=split == "train", download=download)
+    except (RuntimeError, OSError) as error:  # offline, a download raises URLError
+        raise missing(name, root, error) from error
     images = torch.from_numpy(dataset.data).permute(0, 3, 1, 2).contiguous()
     return ImageSet(images, torch.as_tensor(dataset.targets, dtype=torch.long), list(dataset.classes))
 
@@ -207,8 +211,8 @@ def load_gtsrb(root=None, split: str = "train", size: int = 32, download: bool =
         raise ValueError(f"split={split!r}: GTSRB has 'train' and 'test'")
     try:
         dataset = GTSRB(str(root), split=split, download=download)
-    except RuntimeError as error:
-        raise missing("gtsrb", root / "gtsrb") from error
+    except (RuntimeError, OSError) as error:
+        raise missing("gtsrb", root / "gtsrb", error) from error
     paths = [p for p, _ in dataset._samples]
     labels = torch.tensor([t for _, t in dataset._samples], dtype=torch.long)
     built = _cached(root, f"gtsrb-{split}-{size}", paths, lambda: dict(images=decode_images(paths, size)))
@@ -237,8 +241,8 @@ def load_pets(root=None, split: str = "trainval", size: int = 160, target: str =
         raise ValueError(f"target={target!r}: choose 'category' (37 breeds) or 'binary-category' (cat/dog)")
     try:
         dataset = OxfordIIITPet(str(root), split=split, target_types=target, download=download)
-    except RuntimeError as error:
-        raise missing("pets", root / "oxford-iiit-pet") from error
+    except (RuntimeError, OSError) as error:
+        raise missing("pets", root / "oxford-iiit-pet", error) from error
     paths = [str(p) for p in dataset._images]
     built = _cached(root, f"pets-{split}-{size}", paths,
                     lambda: dict(images=decode_images(paths, size, resize="short_side")))
@@ -256,8 +260,8 @@ def load_flowers102(root=None, split: str = "train", size: int = 160, download: 
     root = resolve_data_root(root)
     try:
         dataset = Flowers102(str(root), split=split, download=download)
-    except RuntimeError as error:
-        raise missing("flowers102", root / "flowers-102") from error
+    except (RuntimeError, OSError) as error:
+        raise missing("flowers102", root / "flowers-102", error) from error
     paths = [str(p) for p in dataset._image_files]
     built = _cached(root, f"flowers102-{split}-{size}", paths,
                     lambda: dict(images=decode_images(paths, size, resize="short_side")))

@@ -1,3 +1,6 @@
+import urllib.error
+import urllib.request
+
 import pytest
 import torch
 
@@ -90,6 +93,19 @@ def test_missing_data_names_path_layout_and_fix(tmp_path):
                    lambda: data.load_pets(tmp_path), lambda: data.load_text("shakespeare", tmp_path)):
         with pytest.raises(data.DataMissingError, match=str(tmp_path)):
             loader()
+
+
+def test_failed_download_is_missing_data_not_a_url_error(monkeypatch, tmp_path):
+    """Offline, torchvision's download raises URLError: notebooks catch DataMissingError to use a stand-in."""
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    for loader, where in ((lambda: data.load_cifar(tmp_path, num_classes=100, download=True), tmp_path),
+                          (lambda: data.load_flowers102(tmp_path, download=True), tmp_path / "flowers-102")):
+        with pytest.raises(data.DataMissingError, match="download failed") as error:
+            loader()
+        assert str(where) in str(error.value) and "how to get it" in str(error.value)
 
 
 def test_data_root_resolution(monkeypatch, tmp_path):
