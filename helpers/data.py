@@ -416,10 +416,12 @@ def group_holdout_split(groups: torch.Tensor, fraction: float = 0.2, seed: int =
 def synthetic_images(n: int, num_classes: int, size: int = 32, channels: int = 3, seed: int = 2023,
                      group_size: int = 10) -> ImageSet:
     """Images whose class is a colour plus a smooth pattern, under noise: learnable within a few steps,
-    and the colour survives flips and crops."""
+    and the colour survives flips and crops. The class templates depend only on the number of classes
+    and the image shape, so sets drawn with different seeds (train, test) share their classes."""
+    classes = make_generator(num_classes * 1_000 + channels)
+    colours = torch.rand(num_classes, channels, 1, 1, generator=classes)
+    patterns = torch.rand(num_classes, channels, 4, 4, generator=classes)
     generator = make_generator(seed)
-    colours = torch.rand(num_classes, channels, 1, 1, generator=generator)
-    patterns = torch.rand(num_classes, channels, 4, 4, generator=generator)
     patterns = torch.nn.functional.interpolate(patterns, size=(size, size), mode="bilinear", align_corners=False)
     templates = 0.6 * colours + 0.4 * patterns
     labels = torch.randint(num_classes, (n,), generator=generator)

@@ -116,7 +116,14 @@ def write_macros(macros: dict, path: str | os.PathLike, prefix: str = "") -> Pat
     return _write_text("\n".join(lines) + "\n", path)
 
 
-WIDE_TABLE_COLUMNS = 7
+# About 4.1-4.7 pt per character of a table cell in the report's 10-pt Times, 397 pt of text width: a table
+# whose widest cells add up to more than this many characters would spill into the margin.
+WIDE_TABLE_CHARS = 88
+
+
+def _natural_chars(heads: list, rows: list) -> int:
+    """Characters across a table's widest cells, plus two per column for the gaps."""
+    return sum(max(len(cell) for cell in column) + 2 for column in zip(heads, *rows))
 
 
 def latex_table(rows: list, columns: dict, caption: str, label: str, note: str = "") -> str:
@@ -140,7 +147,7 @@ def latex_table(rows: list, columns: dict, caption: str, label: str, note: str =
         body.append(" & ".join(cells) + r" \\")
     caption = latex_escape(caption) + (f" {latex_escape(note)}" if note else "")
     # Wide tables are scaled to the text width (graphicx's \resizebox) rather than spilling into the margin.
-    wide = len(columns) > WIDE_TABLE_COLUMNS
+    wide = _natural_chars(heads, [line[:-3].split(" & ") for line in body]) > WIDE_TABLE_CHARS
     tabular = [rf"\begin{{tabular}}{{{align}}}", r"\toprule", " & ".join(heads) + r" \\", r"\midrule",
                *body, r"\bottomrule", r"\end{tabular}"]
     if wide:

@@ -95,6 +95,14 @@ def test_missing_data_names_path_layout_and_fix(tmp_path):
             loader()
 
 
+def test_synthetic_sets_drawn_with_different_seeds_share_their_classes():
+    train, test = data.synthetic_images(400, 10, seed=1), data.synthetic_images(200, 10, seed=2)
+    assert not torch.equal(train.images[:200], test.images)
+    means = torch.stack([train.images[train.labels == c].float().mean(0) for c in range(10)])
+    nearest = torch.cdist(test.images.float().flatten(1), means.flatten(1)).argmin(1)
+    assert (nearest == test.labels).float().mean() > 0.95  # a test set of other classes would score ~0.1
+
+
 def test_failed_download_is_missing_data_not_a_url_error(monkeypatch, tmp_path):
     """Offline, torchvision's download raises URLError: notebooks catch DataMissingError to use a stand-in."""
     def offline(*args, **kwargs):
