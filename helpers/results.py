@@ -135,7 +135,7 @@ def latex_table(rows: list, columns: dict, caption: str, label: str, note: str =
         heads.append(latex_escape(head))
         formats.append(fmt)
     align = "l" + "r" * (len(columns) - 1)
-    body = []
+    table = []  # the formatted cells of each row
     for row in rows:
         cells = []
         for key, fmt in zip(columns, formats):
@@ -144,10 +144,11 @@ def latex_table(rows: list, columns: dict, caption: str, label: str, note: str =
                 cells.append(fmt(value))
             else:
                 cells.append(latex_escape(fmt.format(value)) if fmt else format_number(value))
-        body.append(" & ".join(cells) + r" \\")
+        table.append(cells)
+    body = [" & ".join(cells) + r" \\" for cells in table]
     caption = latex_escape(caption) + (f" {latex_escape(note)}" if note else "")
     # Wide tables are scaled to the text width (graphicx's \resizebox) rather than spilling into the margin.
-    wide = _natural_chars(heads, [line[:-3].split(" & ") for line in body]) > WIDE_TABLE_CHARS
+    wide = _natural_chars(heads, table) > WIDE_TABLE_CHARS
     tabular = [rf"\begin{{tabular}}{{{align}}}", r"\toprule", " & ".join(heads) + r" \\", r"\midrule",
                *body, r"\bottomrule", r"\end{tabular}"]
     if wide:
