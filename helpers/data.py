@@ -83,6 +83,15 @@ def missing(name: str, path: Path, cause: Exception | None = None) -> DataMissin
                             f"DATA_ROOT or the environment variable {DATA_ENV}; default ./data)")
 
 
+def _torchvision(name: str, path: Path, make):
+    """A torchvision data set, or DataMissingError naming the path and the fix; offline, a download
+    raises URLError (an OSError), a missing or corrupt folder RuntimeError."""
+    try:
+        return make()
+    except (RuntimeError, OSError) as error:
+        raise missing(name, path, error) from error
+
+
 # ----------------------------------------------------------------------------------------------
 # Image sets as tensors
 
@@ -184,10 +193,7 @@ def load_cifar(root=None, split: str = "train", download: bool = False, num_clas
         return _load_image_folder(root, tree, f"cifar10-{split}")
     if not (root / folder).exists() and not download:
         raise missing(name, root)
-    try:
-        dataset = cls(root=str(root), train=split == "train", download=download)
-    except (RuntimeError, OSError) as error:  # offline, a download raises URLError
-        raise missing(name, root, error) from error
+    dataset = _torchvision(name, root, lambda: cls(root=str(root), train=split == "train", download=download))
     images = torch.from_numpy(dataset.data).permute(0, 3, 1, 2).contiguous()
     return ImageSet(images, torch.as_tensor(dataset.targets, dtype=torch.long), list(dataset.classes))
 
@@ -209,10 +215,7 @@ def load_gtsrb(root=None, split: str = "train", size: int = 32, download: bool =
     root = resolve_data_root(root)
     if split not in ("train", "test"):
         raise ValueError(f"split={split!r}: GTSRB has 'train' and 'test'")
-    try:
-        dataset = GTSRB(str(root), split=split, download=download)
-    except (RuntimeError, OSError) as error:
-        raise missing("gtsrb", root / "gtsrb", error) from error
+    dataset = _torchvision("gtsrb", root / "gtsrb", lambda: GTSRB(str(root), split=split, download=download))
     paths = [p for p, _ in dataset._samples]
     labels = torch.tensor([t for _, t in dataset._samples], dtype=torch.long)
     built = _cached(root, f"gtsrb-{split}-{size}", paths, lambda: dict(images=decode_images(paths, size)))
@@ -239,10 +242,8 @@ def load_pets(root=None, split: str = "trainval", size: int = 160, target: str =
     root = resolve_data_root(root)
     if target not in ("category", "binary-category"):
         raise ValueError(f"target={target!r}: choose 'category' (37 breeds) or 'binary-category' (cat/dog)")
-    try:
-        dataset = OxfordIIITPet(str(root), split=split, target_types=target, download=download)
-    except (RuntimeError, OSError) as error:
-        raise missing("pets", root / "oxford-iiit-pet", error) from error
+    dataset = _torchvision("pets", root / "oxford-iiit-pet",
+                           lambda: OxfordIIITPet(str(root), split=split, target_types=target, download=download))
     paths = [str(p) for p in dataset._images]
     built = _cached(root, f"pets-{split}-{size}", paths,
                     lambda: dict(images=decode_images(paths, size, resize="short_side")))
@@ -258,10 +259,8 @@ def load_flowers102(root=None, split: str = "train", size: int = 160, download: 
     from torchvision.datasets import Flowers102
 
     root = resolve_data_root(root)
-    try:
-        dataset = Flowers102(str(root), split=split, download=download)
-    except (RuntimeError, OSError) as error:
-        raise missing("flowers102", root / "flowers-102", error) from error
+    dataset = _torchvision("flowers102", root / "flowers-102",
+                           lambda: Flowers102(str(root), split=split, download=download))
     paths = [str(p) for p in dataset._image_files]
     built = _cached(root, f"flowers102-{split}-{size}", paths,
                     lambda: dict(images=decode_images(paths, size, resize="short_side")))
