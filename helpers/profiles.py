@@ -1,7 +1,8 @@
 """Compute budgets: the only thing a profile changes. The code path is the same in all three.
 
 - smoke: synthetic stand-in data, a few optimisation steps, CPU; every notebook in about a minute (tests).
-- fast:  the real data, budgets sized for a 2-core CPU (10-30 min a notebook): the committed numbers.
+- fast:  the real data, budgets sized for a 2-core CPU (the README's profile table gives each notebook's
+         measured training time): the committed numbers.
 - full:  the settings of the course hand-outs, meant for a GPU.
 """
 from __future__ import annotations
@@ -18,7 +19,7 @@ _BUDGETS = {
     # BF16) bfloat16 autocast trained 3x slower than float32 (`python -m helpers.bench cifar --amp`). The
     # first fast run of the notebook (18 epochs at batch 256, lr 0.2) reached val 89.34 %, test 88.58 % in
     # 48.3 min, about 280 images/s, probably because glibc's adaptive memory thresholds drift in a long kernel
-    # (raising only its trim threshold reproduces 280). With keep_freed_memory (set by runner.start) the bench
+    # (raising only its trim threshold reproduces 280). With keep_freed_memory (notebook 01 asks runner.start for it) the bench
     # trains ResNet-9 at about 390 images/s, so 24 epochs should take about 48 min.
     "01": {
         "smoke": dict(synthetic=True, train_limit=256, val_size=64, test_limit=128, batch_size=64, eval_batch_size=256,

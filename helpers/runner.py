@@ -187,15 +187,21 @@ def default_output_dir(profile: str) -> Path:
     return PROJECT_ROOT / "runs" / "smoke" / "outputs" if profile == "smoke" else PROJECT_ROOT
 
 
-def start(namespace: dict, notebook: str, extra_parameters: dict | None = None) -> Run:
-    """Check parameters, seed everything, resolve device/data/output paths, and print the set-up."""
+def start(namespace: dict, notebook: str, extra_parameters: dict | None = None,
+          reuse_freed_memory: bool = False) -> Run:
+    """Check parameters, seed everything, resolve device/data/output paths, and print the set-up.
+
+    reuse_freed_memory: keep freed memory in the process (`repro.keep_freed_memory`) for faster CPU training
+    steps. Only for notebooks whose big allocations repeat in size: the process keeps every block it ever
+    held, so notebook 02, which caches many large feature sets, ran out of 24 GB with it."""
     declared = {**COMMON_PARAMETERS, **(extra_parameters or {})}
     params = check_parameters(namespace, declared)
     device = resolve_device(params["DEVICE"])
     if params["PROFILE"] == "smoke" and params["DEVICE"] == "auto":
         device = torch.device("cpu")  # smoke runs are CPU tests by definition
     seed_everything(params["SEED"])
-    keep_freed_memory()
+    if reuse_freed_memory:
+        keep_freed_memory()
     output_dir = Path(params["OUTPUT_DIR"]).expanduser().resolve() if params["OUTPUT_DIR"] else \
         default_output_dir(params["PROFILE"])
     run = Run(notebook=notebook, params=params, device=device, data_root=resolve_data_root(params["DATA_ROOT"]),

@@ -41,6 +41,14 @@ def test_start_seeds_and_routes_outputs(tmp_path):
         run.path("logs")
 
 
+@pytest.mark.parametrize("reuse", [False, True])
+def test_freed_memory_is_kept_only_when_a_notebook_asks(tmp_path, monkeypatch, reuse):
+    calls = []
+    monkeypatch.setattr(runner, "keep_freed_memory", lambda: calls.append(1) or True)
+    runner.start(dict(GOOD, OUTPUT_DIR=str(tmp_path)), "01", reuse_freed_memory=reuse)
+    assert len(calls) == int(reuse)
+
+
 def test_smoke_outputs_never_land_on_the_committed_ones():
     assert runner.default_output_dir("smoke").parts[-3:] == ("runs", "smoke", "outputs")
     assert runner.default_output_dir("fast") == runner.PROJECT_ROOT
