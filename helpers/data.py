@@ -232,9 +232,11 @@ def _gtsrb_track(path: str) -> int:
 
 
 def load_pets(root=None, split: str = "trainval", size: int = 160, target: str = "category",
-              download: bool = False) -> ImageSet:
-    """Oxford-IIIT Pet, shorter side scaled to `size` (aspect kept) and centre-cropped square.
+              download: bool = False, resize: str = "short_side") -> ImageSet:
+    """Oxford-IIIT Pet at `size` x `size`.
 
+    resize="short_side": shorter side scaled to `size` (aspect kept), then centre-cropped square;
+    "square": the whole image squashed to the square (nothing cut off, aspect not kept).
     target="category" gives the 37 breeds, "binary-category" cat (0) vs dog (1).
     """
     from torchvision.datasets import OxfordIIITPet
@@ -242,16 +244,18 @@ def load_pets(root=None, split: str = "trainval", size: int = 160, target: str =
     root = resolve_data_root(root)
     if target not in ("category", "binary-category"):
         raise ValueError(f"target={target!r}: choose 'category' (37 breeds) or 'binary-category' (cat/dog)")
+    if resize not in ("short_side", "square"):
+        raise ValueError(f"resize={resize!r}: choose 'short_side' (centre crop) or 'square' (whole image squashed)")
     dataset = _torchvision("pets", root / "oxford-iiit-pet",
                            lambda: OxfordIIITPet(str(root), split=split, target_types=target, download=download))
     paths = [str(p) for p in dataset._images]
-    built = _cached(root, f"pets-{split}-{size}", paths,
-                    lambda: dict(images=decode_images(paths, size, resize="short_side")))
+    key = f"pets-{split}-{size}" + ("-square" if resize == "square" else "")
+    built = _cached(root, key, paths, lambda: dict(images=decode_images(paths, size, resize=resize)))
     if target == "category":
         labels, classes = dataset._labels, list(dataset.classes)
     else:
         labels, classes = dataset._bin_labels, list(dataset.bin_classes)
-    return ImageSet(built["images"], torch.tensor(labels, dtype=torch.long), classes, meta={"size": size})
+    return ImageSet(built["images"], torch.tensor(labels, dtype=torch.long), classes, meta={"size": size, "resize": resize})
 
 
 def load_flowers102(root=None, split: str = "train", size: int = 160, download: bool = False) -> ImageSet:

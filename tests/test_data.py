@@ -95,6 +95,11 @@ def test_missing_data_names_path_layout_and_fix(tmp_path):
             loader()
 
 
+def test_pets_resize_mode_is_checked_before_any_file_is_read(tmp_path):
+    with pytest.raises(ValueError, match="'short_side' .*'square'"):
+        data.load_pets(tmp_path, resize="stretch")
+
+
 def test_synthetic_sets_drawn_with_different_seeds_share_their_classes():
     train, test = data.synthetic_images(400, 10, seed=1), data.synthetic_images(200, 10, seed=2)
     assert not torch.equal(train.images[:200], test.images)

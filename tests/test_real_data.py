@@ -1,4 +1,5 @@
 """The loaders on the real data sets (prepared from ../shared/data); skipped only where absent."""
+import numpy as np
 import pytest
 import torch
 
@@ -36,6 +37,24 @@ def test_pets_sizes_classes(data_root):
     test = data.load_pets(data_root, "test", size=64, target="binary-category")
     assert len(test) == 3669 and test.classes == ["Cat", "Dog"]
     assert 0.25 < test.labels.float().mean() < 0.75
+
+
+def test_pets_square_keeps_the_whole_image(data_root):
+    require(data_root / "oxford-iiit-pet", "Oxford-IIIT Pet")
+    from PIL import Image
+    from torchvision.datasets import OxfordIIITPet
+    crop = data.load_pets(data_root, "test", size=64)
+    whole = data.load_pets(data_root, "test", size=64, resize="square")
+    assert whole.images.shape == crop.images.shape and whole.meta["resize"] == "square"
+    assert torch.equal(whole.labels, crop.labels)
+    path = OxfordIIITPet(str(data_root), split="test")._images[0]
+    with Image.open(path) as image:
+        original = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32)).flatten(0, 1)
+        assert image.width != image.height
+    # Squashing keeps every part of the picture, so its mean colour is the original's; the crop cuts a side off.
+    mean = lambda images: images[0].float().mean((1, 2))
+    assert (mean(whole.images) - original.mean(0)).abs().max() < 1.5
+    assert (mean(crop.images) - original.mean(0)).abs().max() > (mean(whole.images) - original.mean(0)).abs().max()
 
 
 def test_lungs_sizes_and_binary_masks(data_root):
