@@ -141,6 +141,14 @@ def _load_image(path: str, size: int | None, resize: str) -> np.ndarray:
         return np.asarray(image, dtype=np.uint8)
 
 
+RESIZE_MODES = ("short_side", "square")
+
+
+def check_resize(resize: str) -> None:
+    if resize not in RESIZE_MODES:
+        raise ValueError(f"resize={resize!r}: choose 'short_side' (centre crop) or 'square' (whole image squashed)")
+
+
 def _resize(image: Image.Image, size: int, resize: str) -> Image.Image:
     if resize == "square":
         return image.resize((size, size), Image.BILINEAR)
@@ -155,6 +163,7 @@ def _resize(image: Image.Image, size: int, resize: str) -> Image.Image:
 
 def decode_images(paths: list, size: int | None = None, resize: str = "square") -> torch.Tensor:
     """Decode image files into one uint8 (N, 3, H, W) tensor; threads, since PIL releases the GIL."""
+    check_resize(resize)
     with ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as pool:
         arrays = list(pool.map(lambda p: _load_image(p, size, resize), paths))
     shapes = {a.shape for a in arrays}
@@ -244,8 +253,7 @@ def load_pets(root=None, split: str = "trainval", size: int = 160, target: str =
     root = resolve_data_root(root)
     if target not in ("category", "binary-category"):
         raise ValueError(f"target={target!r}: choose 'category' (37 breeds) or 'binary-category' (cat/dog)")
-    if resize not in ("short_side", "square"):
-        raise ValueError(f"resize={resize!r}: choose 'short_side' (centre crop) or 'square' (whole image squashed)")
+    check_resize(resize)  # before any file is read
     dataset = _torchvision("pets", root / "oxford-iiit-pet",
                            lambda: OxfordIIITPet(str(root), split=split, target_types=target, download=download))
     paths = [str(p) for p in dataset._images]
@@ -256,6 +264,18 @@ def load_pets(root=None, split: str = "trainval", size: int = 160, target: str =
     else:
         labels, classes = dataset._bin_labels, list(dataset.bin_classes)
     return ImageSet(built["images"], torch.tensor(labels, dtype=torch.long), classes, meta={"size": size, "resize": resize})
+
+
+def pets_is_dog(root=None, download: bool = False) -> torch.Tensor:
+    """Per breed (37), True for a dog breed; read from the official list's species column, no image decoded."""
+    from torchvision.datasets import OxfordIIITPet
+
+    root = resolve_data_root(root)
+    dataset = _torchvision("pets", root / "oxford-iiit-pet",
+                           lambda: OxfordIIITPet(str(root), split="trainval", download=download))
+    is_dog = torch.zeros(len(dataset.classes), dtype=torch.bool)
+    is_dog[torch.tensor(dataset._labels)] = torch.tensor(dataset._bin_labels).bool()
+    return is_dog
 
 
 def load_flowers102(root=None, split: str = "train", size: int = 160, download: bool = False) -> ImageSet:

@@ -98,6 +98,10 @@ def test_missing_data_names_path_layout_and_fix(tmp_path):
 def test_pets_resize_mode_is_checked_before_any_file_is_read(tmp_path):
     with pytest.raises(ValueError, match="'short_side' .*'square'"):
         data.load_pets(tmp_path, resize="stretch")
+    with pytest.raises(ValueError, match="'short_side' .*'square'"):  # the decoder no longer crops an unknown mode
+        data.decode_images([str(tmp_path / "absent.jpg")], 32, resize="stretch")
+    with pytest.raises(data.DataMissingError, match=str(tmp_path)):
+        data.pets_is_dog(tmp_path)
 
 
 def test_synthetic_sets_drawn_with_different_seeds_share_their_classes():

@@ -39,6 +39,16 @@ def test_pets_sizes_classes(data_root):
     assert 0.25 < test.labels.float().mean() < 0.75
 
 
+def test_pets_species_per_breed_agree_with_the_binary_labels(data_root):
+    require(data_root / "oxford-iiit-pet", "Oxford-IIIT Pet")
+    is_dog = data.pets_is_dog(data_root)
+    assert is_dog.dtype == torch.bool and int(is_dog.sum()) == 25 and int((~is_dog).sum()) == 12
+    for split in ("trainval", "test"):
+        breeds = data.load_pets(data_root, split, size=64)
+        species = data.load_pets(data_root, split, size=64, target="binary-category")
+        assert torch.equal(is_dog[breeds.labels], species.labels.bool())
+
+
 def test_pets_square_keeps_the_whole_image(data_root):
     require(data_root / "oxford-iiit-pet", "Oxford-IIIT Pet")
     from PIL import Image
