@@ -424,6 +424,15 @@ def holdout_split(n: int, fraction: float = 0.2, seed: int = 2023) -> tuple:
     return order[:n - n_val].sort().values, order[n - n_val:].sort().values
 
 
+def kfold_split(n: int, folds: int = 5, seed: int = 2023) -> list:
+    """(train, val) index pairs of k-fold cross-validation: one seeded shuffle cut into `folds` near-equal
+    parts, each part the validation set once; every sample is validated exactly once."""
+    if not 2 <= folds <= n:
+        raise ValueError(f"folds={folds} must lie between 2 and the number of samples ({n})")
+    parts = torch.randperm(n, generator=make_generator(seed)).tensor_split(folds)
+    return [(torch.cat(parts[:k] + parts[k + 1:]).sort().values, part.sort().values) for k, part in enumerate(parts)]
+
+
 def group_holdout_split(groups: torch.Tensor, fraction: float = 0.2, seed: int = 2023) -> tuple:
     """Like `holdout_split`, but whole groups (e.g. the 30 images of one GTSRB track) move together."""
     unique = torch.unique(groups)

@@ -40,7 +40,8 @@ _BUDGETS = {
     # depths: numbers of last blocks fine-tuned (strategy 1); gradual: (blocks, epochs) stages (strategy 2).
     # Fine-tuning runs train on cached activations of the frozen prefix unless augmented. target_*: the
     # target model, trained target_epochs on target_views cached views (one plain, the rest augmented) of the
-    # centre crop, plus a head on target_whole_views views of the whole image squashed to the square.
+    # centre crop, plus a head on target_whole_views views of the whole image squashed to the square; its
+    # candidates are compared by target_folds-fold cross-validation on trainval.
     "02": {
         "smoke": dict(synthetic=True, train_limit=160, test_limit=96, backbone="tiny", sizes=(32, 48, 64),
                       study_size=48, size_tolerance=0.01, batch_size=32, eval_batch_size=64, probe_epochs=2, lr=1e-3,
@@ -48,7 +49,8 @@ _BUDGETS = {
                       aug_epochs=2, bn_only_epochs=1, steps_per_epoch=None, imbalance_keep=0.2, ssl_fractions=(1.0, 0.5, 0.1),
                       ssl_threshold=0.9, lora_ranks=(1, 2), lora_blocks=2, mask_fraction=0.05,
                       sparsities=(0.5, 0.9), forget_images=64, forget_epochs=1, forget_lr=1e-2, amp=False,
-                      latency_batch=8, target_views=2, target_epochs=2, target_lr=1e-3, target_whole_views=1),
+                      latency_batch=8, target_views=2, target_epochs=2, target_lr=1e-3, target_whole_views=1,
+                      target_folds=2),
         "fast": dict(synthetic=False, train_limit=None, test_limit=None, backbone="mobilenet_v2",
                      sizes=(96, 128, 160, 224, 288, 320), study_size=160, size_tolerance=0.005, batch_size=64,
                      eval_batch_size=256, probe_epochs=30, lr=1e-3, depths=(0, 1, 2, 3, 4, 6, 8), depth_epochs=8, min_gain=0.003,
@@ -56,7 +58,8 @@ _BUDGETS = {
                      imbalance_keep=0.2, ssl_fractions=(1.0, 0.5, 0.1, 0.01), ssl_threshold=0.9,
                      lora_ranks=(1, 2, 4, 8), lora_blocks=8, mask_fraction=0.01, sparsities=(0.3, 0.5, 0.7, 0.9),
                      forget_images=2000, forget_epochs=1, forget_lr=3e-4, amp=False, latency_batch=64,
-                     target_views=6, target_epochs=4, target_lr=1e-3, target_whole_views=2),
+                     target_views=6, target_epochs=4, target_lr=1e-3, target_whole_views=2,
+                     target_folds=5),
         "full": dict(synthetic=False, train_limit=None, test_limit=None, backbone="resnet50",
                      sizes=(160, 224, 288), study_size=224, size_tolerance=0.005, batch_size=64,
                      eval_batch_size=256, probe_epochs=50, lr=1e-3, depths=(0, 1, 2, 3, 4, 6, 8, 12, 16), depth_epochs=30, min_gain=0.002,
@@ -65,7 +68,8 @@ _BUDGETS = {
                      imbalance_keep=0.2, ssl_fractions=(1.0, 0.5, 0.1, 0.01), ssl_threshold=0.9,
                      lora_ranks=(1, 2, 4, 8, 16), lora_blocks=8, mask_fraction=0.01,
                      sparsities=(0.3, 0.5, 0.7, 0.9), forget_images=None, forget_epochs=5, forget_lr=3e-3,
-                     amp="auto", latency_batch=64, target_views=8, target_epochs=6, target_lr=1e-3, target_whole_views=4),
+                     amp="auto", latency_batch=64, target_views=8, target_epochs=6, target_lr=1e-3, target_whole_views=4,
+                     target_folds=5),
     },
     # challenge_*: the recipe's selection run(s) on the train split; final_*: the same recipe retrained on
     # train + validation, each run tested once (fast: 40 epochs is what fits in 30 min on a 2-core CPU).

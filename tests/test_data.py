@@ -35,6 +35,23 @@ def test_bad_fraction_is_refused():
         data.holdout_split(10, 1.0)
 
 
+def test_kfold_split_validates_every_sample_once():
+    folds = data.kfold_split(103, 5, seed=2023)
+    vals = [val.tolist() for _, val in folds]
+    assert sorted(sum(vals, [])) == list(range(103))
+    assert sorted(len(v) for v in vals) == [20, 20, 21, 21, 21]
+    for train, val in folds:
+        assert set(train.tolist()).isdisjoint(val.tolist()) and len(train) + len(val) == 103
+    assert [v.tolist() for _, v in data.kfold_split(103, 5, seed=2023)] == vals
+    assert [v.tolist() for _, v in data.kfold_split(103, 5, seed=1)] != vals
+
+
+def test_kfold_split_refuses_impossible_fold_counts():
+    for folds in (1, 11):
+        with pytest.raises(ValueError, match="between 2 and the number of samples"):
+            data.kfold_split(10, folds)
+
+
 def test_synthetic_images_shapes_types_and_determinism():
     a = data.synthetic_images(20, 43, size=32, seed=5)
     b = data.synthetic_images(20, 43, size=32, seed=5)
