@@ -231,7 +231,10 @@ def cache_features(model: TransferNet, loader, blocks: int | None = None, device
     outputs, labels = [], []
     for inputs, targets in loader:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            outputs.append(model.prefix(inputs.to(device), blocks, start).float().cpu())
+            features = model.prefix(inputs.to(device), blocks, start)
+            if blocks == len(model.blocks):  # only the head is left: keep the pooled vector, not the whole map
+                features = model.pool(features)  # exact: forward_from's pooling of a 1x1 map is the identity
+            outputs.append(features.float().cpu())
         labels.append(targets.cpu())
     return FeatureSet(torch.cat(outputs), torch.cat(labels), blocks)
 
@@ -246,8 +249,16 @@ def cache_views(model: TransferNet, make_loader, views: int, blocks: int | None 
     fresh, and what is gained is that the prefix, the expensive part, runs `views` times in all."""
     if views < 1:
         raise ValueError(f"views={views} must be at least 1")
-    parts = [cache_features(model, make_loader(view), blocks, device, amp=amp) for view in range(views)]
-    return FeatureSet(torch.cat([p.images for p in parts]), torch.cat([p.labels for p in parts]), parts[0].start)
+    stacked, labels = None, []
+    for view in range(views):  # each view is copied into place and freed: no second copy of all views at once
+        part = cache_features(model, make_loader(view), blocks, device, amp=amp)
+        if stacked is None:
+            stacked = torch.empty((views * len(part), *part.images.shape[1:]), dtype=part.images.dtype)
+            if part.images.dim() == 4 and part.images.is_contiguous(memory_format=torch.channels_last):
+                stacked = stacked.contiguous(memory_format=torch.channels_last)
+        stacked[view * len(part):(view + 1) * len(part)] = part.images
+        labels.append(part.labels)
+    return FeatureSet(stacked, torch.cat(labels), part.start)
 
 
 def group_probabilities(probabilities: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:

@@ -270,3 +270,23 @@ def test_group_probabilities_sum_fine_classes_per_group():
     assert torch.allclose(coarse.sum(1), torch.ones(2)) and torch.allclose(coarse[1], torch.tensor([0.5, 0.5]))
     with pytest.raises(ValueError, match="one id per class"):
         transfer.group_probabilities(p, groups[:3])
+
+
+def test_a_head_trains_on_pooled_features_exactly_as_on_the_last_feature_map():
+    """With no block left to train, the cache keeps the pooled vector (81x smaller at 288 px); training the
+    head on it must equal training it on the last block's input with that block frozen."""
+    train = images(48)
+    config = TrainConfig(epochs=2, optimizer="adam", lr=1e-2)
+    last = len(tiny().blocks)
+    heads, logits = [], []
+    for start in (last - 1, last):
+        model = tiny(seed=1).configure(trainable_blocks=0)
+        features = transfer.cache_features(model, data.TensorLoader(train, 16), blocks=start)
+        assert features.start == start and features.images.shape[1:] == ((32, 4, 4) if start < last else (64, 1, 1))
+        logits.append(transfer.FromBlock(model, start).eval()(features.images))
+        torch.manual_seed(3)
+        fit(transfer.FromBlock(model, start), data.TensorLoader(features, 16, shuffle=True, seed=7), None, config)
+        heads.append(model.head.state_dict())
+    torch.testing.assert_close(logits[0], logits[1])
+    for key in heads[0]:
+        torch.testing.assert_close(heads[0][key], heads[1][key], atol=1e-6, rtol=1e-5)
