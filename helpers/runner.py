@@ -2,6 +2,7 @@
 and hand back a `Run` that knows where each kind of output goes."""
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,7 @@ from .profiles import PROFILES, budget
 from .repro import PROJECT_ROOT, environment, keep_freed_memory, resolve_device, seed_everything
 from .training import History, TrainConfig, evaluate, fit
 
+CHECKPOINT_ENV = "CHECKPOINT_DIR"  # where training checkpoints go instead of OUTPUT_DIR/checkpoints
 # name -> accepted types; every notebook's `parameters` cell declares these (plus its own extras).
 COMMON_PARAMETERS = {"SEED": (int,), "PROFILE": (str,), "DATA_ROOT": (str, type(None)), "DEVICE": (str,),
                      "OUTPUT_DIR": (str, type(None)), "TRAIN": (bool,)}
@@ -74,14 +76,16 @@ class Run:
         return self.params["TRAIN"]
 
     def path(self, kind: str, name: str = "") -> Path:
-        """figures/, weights/, results/, report/generated/ (kind 'tables') or checkpoints/ under OUTPUT_DIR."""
+        """figures/, weights/, results/, report/generated/ (kind 'tables') or checkpoints/ under OUTPUT_DIR;
+        checkpoints go under $CHECKPOINT_DIR instead when it is set (e.g. a mounted Google Drive, so that a
+        Colab session that was disconnected resumes where it stopped)."""
         folders = {"figures": "figures", "weights": "weights", "results": "results", "tables": "report/generated",
                    "checkpoints": "checkpoints"}
         if kind not in folders:
             raise ValueError(f"unknown output kind {kind!r}; one of {', '.join(folders)}")
         folder = self.output_dir / folders[kind]
         if kind == "checkpoints":  # checkpoints of different profiles must never resume each other
-            folder = folder / self.profile
+            folder = (Path(os.environ[CHECKPOINT_ENV]).expanduser() if os.environ.get(CHECKPOINT_ENV) else folder) / self.profile
         folder.mkdir(parents=True, exist_ok=True)
         return folder / name if name else folder
 

@@ -304,6 +304,9 @@ class FromBlock(nn.Module):
     def forward(self, x):
         return self.model.forward_from(x, self.start)
 
+    def extra_repr(self) -> str:
+        return f"start={self.start}"  # in the repr, so a checkpoint fingerprint tells runs from other blocks apart
+
     def train(self, mode: bool = True):
         self.training = mode
         self.model.train(mode)

@@ -41,6 +41,13 @@ def test_start_seeds_and_routes_outputs(tmp_path):
         run.path("logs")
 
 
+def test_checkpoint_dir_moves_only_the_checkpoints(tmp_path, monkeypatch):
+    monkeypatch.setenv(runner.CHECKPOINT_ENV, str(tmp_path / "drive"))
+    run = runner.start(dict(GOOD, OUTPUT_DIR=str(tmp_path / "out")), "03")
+    assert run.checkpoint("x") == tmp_path / "drive" / "smoke" / "03_x.ckpt"
+    assert run.path("results") == tmp_path / "out" / "results"
+
+
 @pytest.mark.parametrize("reuse", [False, True])
 def test_freed_memory_is_kept_only_when_a_notebook_asks(tmp_path, monkeypatch, reuse):
     calls = []

@@ -290,3 +290,12 @@ def test_a_head_trains_on_pooled_features_exactly_as_on_the_last_feature_map():
     torch.testing.assert_close(logits[0], logits[1])
     for key in heads[0]:
         torch.testing.assert_close(heads[0][key], heads[1][key], atol=1e-6, rtol=1e-5)
+
+
+def test_a_checkpoint_of_training_from_another_block_is_not_resumed():
+    from helpers.training import fingerprint
+
+    model, config = tiny(), TrainConfig(epochs=1)
+    loader = data.TensorLoader(images(16), 8)
+    keys = {fingerprint(transfer.FromBlock(model, start), config, loader, None) for start in (2, 3, 3)}
+    assert len(keys) == 2
