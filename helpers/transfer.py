@@ -284,14 +284,21 @@ class FeatureCache:
 
     def at(self, model: TransferNet, block: int | None = None) -> dict:
         """{split: FeatureSet at `block`} (default: the model's frozen prefix)."""
-        from .data import TensorLoader
-
         block = model.frozen_prefix if block is None else block
         if block < self.block:
             raise ValueError(f"features are cached from block {self.block}; block {block} lies before it: "
                              f"cache from an earlier block to fine-tune {len(model.blocks) - block} blocks")
-        return {name: cache_features(model, TensorLoader(fs, 512, device=self.device), block, self.device,
-                                     start=self.block) for name, fs in self.sets.items()}
+        return {name: carry_on(model, fs, block, self.device) for name, fs in self.sets.items()}
+
+
+def carry_on(model: TransferNet, features: FeatureSet, block: int, device="cpu") -> FeatureSet:
+    """Activations at `block` from activations cached at an earlier one, through the frozen blocks between
+    (the same set when it is cached at `block` already)."""
+    from .data import TensorLoader
+
+    if block == features.start:
+        return features
+    return cache_features(model, TensorLoader(features, 512, device=device), block, device, start=features.start)
 
 
 class FromBlock(nn.Module):
