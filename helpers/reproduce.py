@@ -93,6 +93,8 @@ def parse_args(argv=None):
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     parser.add_argument("--output-dir", default=None, help="default: the project root (smoke: runs/smoke/outputs)")
     parser.add_argument("--no-train", action="store_true", help="TRAIN=False: load weights/, evaluate and plot")
+    parser.add_argument("--retrain", default=None, help="comma list of results to compute while everything else "
+                        "replays its stored records (implies --no-train), e.g. --only 02 --retrain target")
     parser.add_argument("--executed-dir", default=None, help="default: runs/<profile>/")
     args = parser.parse_args(argv)
     if args.jobs < 1:
@@ -106,7 +108,10 @@ def main(argv=None) -> int:
     if not notebooks:
         print(f"no notebooks in {NOTEBOOK_DIR}", file=sys.stderr)
         return 1
-    parameters = {"SEED": args.seed, "PROFILE": args.profile, "DEVICE": args.device, "TRAIN": not args.no_train}
+    parameters = {"SEED": args.seed, "PROFILE": args.profile, "DEVICE": args.device,
+                  "TRAIN": not (args.no_train or args.retrain)}
+    if args.retrain:
+        parameters["RETRAIN"] = [name.strip() for name in args.retrain.split(",") if name.strip()]
     if args.data_root:
         parameters["DATA_ROOT"] = str(Path(args.data_root).resolve())
     if args.output_dir:

@@ -75,6 +75,13 @@ class Run:
     def train(self) -> bool:
         return self.params["TRAIN"]
 
+    def trains(self, name: str) -> bool:
+        """Whether the result `name` is computed in this run: always with TRAIN=True; with TRAIN=False only
+        when a RETRAIN entry names it or its family (RETRAIN=["target"] covers target_fold0_head, ...), so that
+        one section is re-run while the others replay their stored records."""
+        retrain = self.params.get("RETRAIN") or ()
+        return self.train or any(name == r or name.startswith(f"{r}_") for r in retrain)
+
     def path(self, kind: str, name: str = "") -> Path:
         """figures/, weights/, results/, report/generated/ (kind 'tables') or checkpoints/ under OUTPUT_DIR;
         checkpoints go under $CHECKPOINT_DIR instead when it is set (e.g. a mounted Google Drive, so that a
@@ -158,14 +165,14 @@ def run_experiment(run: Run, name: str, build_model, config: TrainConfig, train_
     and store its history, test metrics and model size in results/<nb>_<name>.json.
 
     `test_loader=None` skips the test (selection-only runs); `param_groups` go to the optimiser
-    (discriminative learning rates). With TRAIN=False nothing trains: the stored record is read back and,
+    (discriminative learning rates). With TRAIN=False nothing trains (unless RETRAIN names it): the stored record is read back and,
     for configurations whose weights are kept, the weights are loaded (the demo path). The notebook re-evaluates the models it
     shows, once each, where it shows them: a test pass per kept model here would double the demo's time.
     """
     seed = run.seed if seed is None else seed
     torch.manual_seed(seed)  # the same seed gives the same initial weights and dropout masks
     model = build_model().to(run.device)
-    if run.train:
+    if run.trains(name):
         history = fit(model, train_loader, val_loader, config, task=task, device=run.device,
                       checkpoint=run.checkpoint(name), name=name,
                       param_groups=param_groups() if callable(param_groups) else param_groups)

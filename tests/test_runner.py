@@ -56,6 +56,29 @@ def test_freed_memory_is_kept_only_when_a_notebook_asks(tmp_path, monkeypatch, r
     assert len(calls) == int(reuse)
 
 
+def test_retrain_computes_only_the_named_results_while_the_rest_replays(tmp_path):
+    import torch
+    from helpers import data
+    from helpers.training import TrainConfig
+
+    trained = runner.start(dict(GOOD, OUTPUT_DIR=str(tmp_path)), "02")
+    assert trained.trains("anything")
+    loader = data.TensorLoader(data.synthetic_images(16, 3, size=8, seed=0), 8)
+    build = lambda: torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 3))
+    for name in ("probe", "target_fold0_head"):
+        runner.run_experiment(trained, name, build, TrainConfig(epochs=1), loader, loader, loader)
+    stored = {name: (tmp_path / "results" / f"02_{name}.json").read_text() for name in ("probe", "target_fold0_head")}
+    params = dict(GOOD, OUTPUT_DIR=str(tmp_path), TRAIN=False, RETRAIN=["target"])
+    replay = runner.start(params, "02", extra_parameters={"RETRAIN": (list, type(None))})
+    assert replay.trains("target") and replay.trains("target_fold0_head") and replay.trains("target_final_whole")
+    assert not replay.trains("targets") and not replay.trains("probe")
+    for name in ("probe", "target_fold0_head"):
+        runner.run_experiment(replay, name, build, TrainConfig(epochs=2), loader, loader, loader)
+    assert (tmp_path / "results" / "02_probe.json").read_text() == stored["probe"]  # replayed, not rewritten
+    retrained = runner.results.read_json(tmp_path / "results" / "02_target_fold0_head.json")
+    assert retrained["results"]["config"]["epochs"] == 2 and retrained["params"]["RETRAIN"] == ["target"]
+
+
 def test_smoke_outputs_never_land_on_the_committed_ones():
     assert runner.default_output_dir("smoke").parts[-3:] == ("runs", "smoke", "outputs")
     assert runner.default_output_dir("fast") == runner.PROJECT_ROOT
