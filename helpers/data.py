@@ -523,6 +523,7 @@ class TensorLoader:
         self.mean = torch.as_tensor(mean if mean is not None else [0.0] * channels).view(1, -1, 1, 1).to(self.device)
         self.std = torch.as_tensor(std if std is not None else [1.0] * channels).view(1, -1, 1, 1).to(self.device)
         self.generator = make_generator(seed)
+        self.meta = describe(data)
 
     def __len__(self) -> int:
         n = len(self.labels)
@@ -550,6 +551,28 @@ class TensorLoader:
 
     def load_state_dict(self, state: dict) -> None:
         self.generator.set_state(state["generator"])
+
+
+def loader_triple(train, val, test, batch_size: int, eval_batch_size: int, *, device="cpu", seed: int = 2023,
+                  augment=None, evaluate=None, mean=None, std=None, drop_last: bool = True,
+                  sample_weights=None) -> tuple:
+    """(train, val, test) loaders: the training one shuffled and augmented on its own seeded stream,
+    the others in order with the evaluation transform; val or test may be None (no loader)."""
+    common = dict(mean=mean, std=std, device=device)
+    loaders = [TensorLoader(train, batch_size, shuffle=True, drop_last=drop_last, augment=augment, seed=seed,
+                            sample_weights=sample_weights, **common)]
+    loaders += [None if s is None else TensorLoader(s, eval_batch_size, augment=evaluate, **common) for s in (val, test)]
+    return tuple(loaders)
+
+
+def describe(data) -> dict:
+    """What a results record says about the data a model trained on: how many samples, the input side in
+    pixels (for cached activations: of the images they came from) and whether it is a synthetic stand-in."""
+    meta = getattr(data, "meta", {}) or {}
+    images = data.images
+    side = meta.get("input_size") or (images.shape[-1] if images.dtype == torch.uint8 and images.ndim == 4 else None)
+    return {"samples": len(data.labels), "input_size": None if side is None else int(side),
+            "synthetic": bool(meta.get("synthetic", False))}
 
 
 def channel_stats(images: torch.Tensor) -> tuple:

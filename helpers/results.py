@@ -53,10 +53,16 @@ def read_json(path: str | os.PathLike):
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
+def percent(value) -> str:
+    """A fraction as a percentage with two decimals (0.9012 -> '90.12'); '' stays blank."""
+    return "" if value in ("", None) else f"{100 * value:.2f}"
+
+
 def trial_statistics(trials: dict, baseline: str) -> list:
-    """Mean, median, std (ddof=1) per configuration over repeated trials, and a two-sided
-    Mann-Whitney U test of each configuration against `baseline` (non-parametric: no normality
-    assumed, fine for a handful of trials, though with 3 vs 3 the smallest attainable p is 0.1)."""
+    """Mean, median, std (ddof=1) per configuration over repeated trials; against `baseline`: the
+    difference of means, whether the trials are fully separated (all above or all below every baseline
+    trial), and a two-sided Mann-Whitney U test (non-parametric: no normality assumed, fine for a
+    handful of trials, though with 3 vs 3 the smallest attainable p is 0.1)."""
     import numpy as np
     from scipy.stats import mannwhitneyu
 
@@ -68,8 +74,10 @@ def trial_statistics(trials: dict, baseline: str) -> list:
         row = {"name": name, "n": len(values), "mean": values.mean(), "median": float(np.median(values)),
                "std": values.std(ddof=1) if len(values) > 1 else 0.0, "min": values.min(), "max": values.max()}
         if name != baseline:
-            test = mannwhitneyu(values, np.asarray(trials[baseline], dtype=float), alternative="two-sided")
-            row.update(u=float(test.statistic), p=float(test.pvalue))
+            reference = np.asarray(trials[baseline], dtype=float)
+            test = mannwhitneyu(values, reference, alternative="two-sided")
+            row.update(u=float(test.statistic), p=float(test.pvalue), delta=float(values.mean() - reference.mean()),
+                       separated=bool(values.min() > reference.max() or values.max() < reference.min()))
         rows.append(row)
     return rows
 
@@ -126,6 +134,38 @@ def _natural_chars(heads: list, rows: list) -> int:
     return sum(max(len(cell) for cell in column) + 2 for column in zip(heads, *rows))
 
 
+def _span(values, unit: str = "", one: str = "", many: str = "", grouped: bool = True) -> str:
+    """'24 epochs', '3-4 epochs', 'seeds 2023-2025': a set of values as a phrase."""
+    values = sorted(set(values))
+    if not values:
+        return ""
+    show = (lambda v: f"{v:,}") if grouped else str
+    text = show(values[0]) if len(values) == 1 else f"{show(values[0])}–{show(values[-1])}"
+    return f"{many if len(values) > 1 else one}{text}{unit}"
+
+
+def describe_records(files: list) -> str:
+    """What a caption must say about its rows, read from their stored results files: data (real or
+    synthetic stand-in, per row where they differ), training samples, input size, epochs, seeds, device."""
+    records = [f["results"] for f in files]
+    data = [r.get("data") or {} for r in records]
+    synthetic = [d.get("synthetic", f["budget"].get("synthetic", False)) for d, f in zip(data, files)]
+    if all(synthetic):
+        parts = ["synthetic stand-in data"]
+    elif any(synthetic):
+        names = ", ".join(r["name"] for r, s in zip(records, synthetic) if s)
+        parts = [f"real data, except a synthetic stand-in for {names}"]
+    else:
+        parts = ["real data"]
+    parts.append(_span([d["samples"] for d in data if d.get("samples")], " training samples"))
+    parts.append(_span([d["input_size"] for d in data if d.get("input_size")], " px input"))
+    parts.append(_span([r["config"]["epochs"] for r in records if "config" in r], " epochs"))
+    parts.append(_span([r["seed"] for r in records if "seed" in r], one="seed ", many="seeds ", grouped=False))
+    devices = sorted({f["environment"].get("device_name", "") for f in files} - {""})
+    parts.append("device " + " and ".join(devices) if devices else "")
+    return ", ".join(p for p in parts if p)
+
+
 def latex_table(rows: list, columns: dict, caption: str, label: str, note: str = "") -> str:
     """A booktabs table. `columns` maps row keys to headers, or to (header, format) where format is a
     str.format pattern such as '{:.2f}' or a callable that returns LaTeX."""
@@ -164,8 +204,12 @@ def _write_text(text: str, path) -> Path:
     return path
 
 
-def write_table(rows: list, columns: dict, caption: str, label: str, path, note: str = "") -> Path:
-    return _write_text(latex_table(rows, columns, caption, label, note), path)
+def write_table(rows: list, columns: dict, caption: str, label: str, path, note: str = "",
+                sources: list = ()) -> Path:
+    """The table, after a comment naming the results files its rows come from (tests check captions
+    against them)."""
+    header = f"% rows from results: {', '.join(sources)}\n" if sources else ""
+    return _write_text(header + latex_table(rows, columns, caption, label, note), path)
 
 
 # ----------------------------------------------------------------------------------------------

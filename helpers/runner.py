@@ -12,14 +12,14 @@ import torch
 from . import plots, results
 from .data import resolve_data_root
 from .models import model_summary
-from .profiles import PROFILES, budget
+from .profiles import PROFILES, budget, recipe
 from .repro import PROJECT_ROOT, environment, keep_freed_memory, resolve_device, seed_everything
 from .training import History, TrainConfig, evaluate, fit
 
 CHECKPOINT_ENV = "CHECKPOINT_DIR"  # where training checkpoints go instead of OUTPUT_DIR/checkpoints
 # name -> accepted types; every notebook's `parameters` cell declares these (plus its own extras).
 COMMON_PARAMETERS = {"SEED": (int,), "PROFILE": (str,), "DATA_ROOT": (str, type(None)), "DEVICE": (str,),
-                     "OUTPUT_DIR": (str, type(None)), "TRAIN": (bool,)}
+                     "OUTPUT_DIR": (str, type(None)), "TRAIN": (bool,), "RETRAIN": (list, type(None))}
 # Upper-case names a notebook may hold before its parameters are checked (the Colab set-up cell).
 NOT_PARAMETERS = {"IN_COLAB"}
 LITERAL_TYPES = (int, float, str, bool, type(None), list, tuple, dict)  # what papermill can inject
@@ -60,6 +60,7 @@ class Run:
     data_root: Path
     output_dir: Path
     budget: dict
+    recipe: dict = field(default_factory=dict)
     environment: dict = field(default_factory=dict)
     started: float = field(default_factory=time.time)
 
@@ -81,6 +82,25 @@ class Run:
         one section is re-run while the others replay their stored records."""
         retrain = self.params.get("RETRAIN") or ()
         return self.train or any(name == r or name.startswith(f"{r}_") for r in retrain)
+
+    def result_path(self, name: str) -> Path:
+        return self.path("results", f"{self.notebook}_{name}.json")
+
+    def stored(self, name: str) -> dict:
+        """The stored results of `name` (what `measured` or `run_experiment` wrote when it was computed)."""
+        path = self.result_path(name)
+        if not path.exists():
+            raise FileNotFoundError(f"TRAIN=False needs {path}, written by a TRAIN=True run of this notebook "
+                                    f"(profile {self.profile}, same OUTPUT_DIR); or name it in RETRAIN")
+        return results.read_json(path)["results"]
+
+    def measured(self, name: str, compute):
+        """The protocol of every section: compute() when training or when RETRAIN names `name` (or its
+        family), store it in results/<nb>_<name>.json, and return it as stored; otherwise replay the
+        stored record. A run and a replay continue from the same JSON values, so they cannot drift."""
+        if self.trains(name):
+            self.save_results(name, compute())
+        return self.stored(name)
 
     def path(self, kind: str, name: str = "") -> Path:
         """figures/, weights/, results/, report/generated/ (kind 'tables') or checkpoints/ under OUTPUT_DIR;
@@ -106,7 +126,7 @@ class Run:
 
     def save_results(self, name: str, data: dict) -> Path:
         record = {"notebook": self.notebook, "name": name, "params": self.params, "budget": self.budget,
-                  "environment": self.environment, "results": data}
+                  "recipe": self.recipe, "environment": self.environment, "results": data}
         return results.write_json(record, self.path("results", f"{self.notebook}_{name}.json"))
 
     def save_weights(self, model, name: str, metric: dict | None = None) -> dict:
@@ -120,11 +140,28 @@ class Run:
         """Store a chosen model's weights when training; load them into `model` on the TRAIN=False path."""
         return self.save_weights(model, name, metric) if self.train else self.load_weights(model, name)
 
-    def write_table(self, name: str, rows: list, columns: dict, caption: str, epochs: int | None = None) -> Path:
-        """`report/generated/<nb>_<name>.tex`, its caption ending with the compute profile."""
+    def write_table(self, name: str, rows: list, columns: dict, caption: str, records: list | None = None,
+                    epochs: int | None = None) -> Path:
+        """`report/generated/<nb>_<name>.tex`. Its caption ends with what the rows' own records say (data,
+        samples, input size, epochs, seeds, device), never with typed values; `records` names the results
+        the rows come from (names, or Outcomes), and the table lists them so a test can check the caption."""
+        if records is None:  # the typed profile note, until every notebook names its records
+            return results.write_table(rows, columns, caption, f"tab:{self.notebook}-{name}",
+                                       self.path("tables", f"{self.notebook}_{name}.tex"),
+                                       note=self.profile_note(epochs))
+        names = [record_name(r) for r in records]
+        if not names:
+            raise ValueError(f"table {name!r}: name the results its rows come from (records=[...])")
+        stored = [self.stored_file(n) for n in names]
         return results.write_table(rows, columns, caption, f"tab:{self.notebook}-{name}",
                                    self.path("tables", f"{self.notebook}_{name}.tex"),
-                                   note=self.profile_note(epochs))
+                                   note=self.profile_note(files=stored),
+                                   sources=[f"{self.notebook}_{n}" for n in names])
+
+    def stored_file(self, name: str) -> dict:
+        """A stored results file as a whole: results, budget, environment."""
+        self.stored(name)  # the error that names the fix when it is missing
+        return results.read_json(self.result_path(name))
 
     def write_macros(self, name: str, macros: dict) -> Path:
         """`report/generated/<nb>_<name>_macros.tex`, with the compute profile alongside the numbers
@@ -135,8 +172,13 @@ class Run:
         return results.write_macros(profile | macros, self.path("tables", f"{self.notebook}_{name}_macros.tex"),
                                     prefix)
 
-    def profile_note(self, epochs: int | None = None) -> str:
-        """'(Profile fast: real data, 20 epochs, device ...)': what a reader needs next to a number."""
+    def profile_note(self, epochs: int | None = None, files: list | None = None) -> str:
+        """'(Profile fast: real data, 20 epochs, device ...)': what a reader needs next to a number; with
+        `files` (stored results), everything in it comes from those records."""
+        if files:
+            recipes = sorted({f.get("recipe", {}).get("name", "") for f in files} - {""})
+            named = f", recipe {' and '.join(recipes)}" if recipes else ""
+            return f"(Profile {self.profile}{named}: {results.describe_records(files)}.)"
         data = "synthetic stand-in data" if self.budget.get("synthetic") else "real data"
         trained = f", {epochs} epochs" if epochs is not None else ""
         return f"(Profile {self.profile}: {data}{trained}, device {self.environment.get('device_name', self.device)}.)"
@@ -178,19 +220,33 @@ def run_experiment(run: Run, name: str, build_model, config: TrainConfig, train_
                       param_groups=param_groups() if callable(param_groups) else param_groups)
         test = evaluate(model, test_loader, task, run.device) if test_loader is not None else {}
         record = {"name": name, "seed": seed, "config": config.as_dict(), "model": model_summary(model),
-                  "history": history.as_dict(), "test": test, "train_seconds": history.train_seconds}
+                  "history": history.as_dict(), "test": test, "train_seconds": history.train_seconds,
+                  "data": getattr(train_loader, "meta", None)}
         run.save_results(name, record)
         if keep_weights:
             run.save_weights(model, name, metric={f"test_{k}": v for k, v in test.items()})
         return Outcome(name, model, history, test, record)
-    path = run.path("results", f"{run.notebook}_{name}.json")
-    if not path.exists():
-        raise FileNotFoundError(f"TRAIN=False needs {path}, written by a TRAIN=True run of this notebook "
-                                f"(profile {run.profile}, same OUTPUT_DIR)")
-    record = results.read_json(path)["results"]
+    record = run.stored(name)
     if keep_weights:
         run.load_weights(model, name)
     return Outcome(name, model, History.from_dict(record["history"]), record["test"], record)
+
+
+def record_name(record) -> str:
+    """The results name of an Outcome, a record dict or a name."""
+    if isinstance(record, str):
+        return record
+    return record.name if isinstance(record, Outcome) else record["name"]
+
+
+RESULT_COLUMNS = {"name": "configuration", "val": ("best val. acc. (%)", results.percent),
+                  "test": ("test acc. (%)", results.percent), "minutes": ("training (min)", "{:.1f}")}
+
+
+def result_row(name: str, outcome: Outcome, **extra) -> dict:
+    """The row every comparison table shows for a trained configuration (see RESULT_COLUMNS)."""
+    return {"name": name, "val": outcome.history.best_value, "test": outcome.test.get("acc", ""),
+            "minutes": outcome.record["train_seconds"] / 60, **extra}
 
 
 def default_output_dir(profile: str) -> Path:
@@ -217,6 +273,7 @@ def start(namespace: dict, notebook: str, extra_parameters: dict | None = None,
         default_output_dir(params["PROFILE"])
     run = Run(notebook=notebook, params=params, device=device, data_root=resolve_data_root(params["DATA_ROOT"]),
               output_dir=output_dir, budget=budget(notebook, params["PROFILE"]),
+              recipe=recipe(notebook, params["PROFILE"]),
               environment=environment(device))
     print(f"notebook {notebook} | profile {run.profile} | seed {run.seed} | device {run.environment['device_name']}"
           f"\ndata {run.data_root}{' (synthetic stand-ins)' if run.budget.get('synthetic') else ''}"

@@ -285,6 +285,13 @@ def predict(model: nn.Module, loader, device="cpu", tta=None) -> tuple:
     return torch.cat(outputs), torch.cat(targets)
 
 
+def accuracy(model: nn.Module, loader, device="cpu", tta=None) -> tuple:
+    """(accuracy, predicted classes, targets) over a loader, with optional test-time views (see predict)."""
+    logits, targets = predict(model, loader, device, tta)
+    predicted = logits.argmax(1)
+    return (predicted == targets).float().mean().item(), predicted, targets
+
+
 def per_class_accuracy(predicted: torch.Tensor, targets: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Accuracy of each class (index = class); NaN for a class absent from `targets`."""
     correct = torch.bincount(targets[predicted == targets], minlength=num_classes).float()

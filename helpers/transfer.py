@@ -207,15 +207,16 @@ def trainable_parameters(model: nn.Module) -> int:
 class FeatureSet:
     """Cached activations (N, ...) and labels; what TensorLoader batches like images."""
 
-    def __init__(self, features: torch.Tensor, labels: torch.Tensor, start: int):
+    def __init__(self, features: torch.Tensor, labels: torch.Tensor, start: int, meta: dict | None = None):
         self.images, self.labels, self.start = features, labels, start
+        self.meta = dict(meta or {})  # input_size and synthetic of the images the activations came from
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def subset(self, index) -> "FeatureSet":
         index = torch.as_tensor(index, dtype=torch.long)
-        return FeatureSet(self.images[index], self.labels[index], self.start)
+        return FeatureSet(self.images[index], self.labels[index], self.start, self.meta)
 
 
 # Measured on a 2-core AMD EPYC (AVX2), MobileNetV2 at 96-320 px: chunks of about 600k input values (8 images
@@ -243,7 +244,9 @@ def cache_features(model: TransferNet, loader, blocks: int | None = None, device
                     features = model.pool(features)  # exact: forward_from's pooling of a 1x1 map is the identity
                 outputs.append(features.float().cpu())
         labels.append(targets.cpu())
-    return FeatureSet(torch.cat(outputs), torch.cat(labels), blocks)
+    source = getattr(loader, "meta", {})
+    return FeatureSet(torch.cat(outputs), torch.cat(labels), blocks,
+                      {k: source[k] for k in ("input_size", "synthetic") if k in source})
 
 
 def chunk_size(inputs: torch.Tensor, device) -> int:
@@ -273,7 +276,7 @@ def cache_views(model: TransferNet, make_loader, views: int, blocks: int | None 
                 stacked = stacked.contiguous(memory_format=torch.channels_last)
         stacked[view * len(part):(view + 1) * len(part)] = part.images
         labels.append(part.labels)
-    return FeatureSet(stacked, torch.cat(labels), part.start)
+    return FeatureSet(stacked, torch.cat(labels), part.start, part.meta)
 
 
 def group_probabilities(probabilities: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:

@@ -93,9 +93,8 @@ def test_runner_refuses_unknown_notebook_numbers_and_parameters(tmp_path):
         reproduce.find_notebooks("77")
     with pytest.raises(SystemExit, match="does not take parameter.*EPOCHS"):
         reproduce.check_declared(NOTEBOOKS[0], {"EPOCHS": 3})
-    with pytest.raises(SystemExit, match="01_vgg_regularisation.ipynb does not take parameter.*RETRAIN"):
-        reproduce.check_declared(NOTEBOOKS[0], {"RETRAIN": ["target"]})
-    reproduce.check_declared(next(p for p in NOTEBOOKS if p.name.startswith("02")), {"RETRAIN": ["target"]})
+    for path in NOTEBOOKS:  # every notebook re-runs single sections
+        reproduce.check_declared(path, {"RETRAIN": ["target"]})
     args = reproduce.parse_args(["--only", "02", "--retrain", "target, probe"])
     assert args.retrain == "target, probe"
 

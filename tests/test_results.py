@@ -31,6 +31,10 @@ def test_trial_statistics_mann_whitney():
     base, new = rows
     assert base["mean"] == pytest.approx(0.91) and base["std"] == pytest.approx(0.01)
     assert "p" not in base and new["p"] == pytest.approx(0.1)  # smallest two-sided p for 3 vs 3
+    assert new["separated"] and new["delta"] == pytest.approx(0.05)
+    overlap = results.trial_statistics({"base": [0.90, 0.93], "new": [0.92, 0.95]}, "base")[1]
+    assert not overlap["separated"]
+    assert results.percent(0.90125) == "90.12" and results.percent("") == ""
     with pytest.raises(ValueError, match="baseline"):
         results.trial_statistics({"a": [1.0]}, "b")
 

@@ -3,7 +3,8 @@ import pytest
 from helpers import runner
 from helpers.profiles import budget
 
-GOOD = {"SEED": 2023, "PROFILE": "smoke", "DATA_ROOT": None, "DEVICE": "cpu", "OUTPUT_DIR": None, "TRAIN": True}
+GOOD = {"SEED": 2023, "PROFILE": "smoke", "DATA_ROOT": None, "DEVICE": "cpu", "OUTPUT_DIR": None, "TRAIN": True,
+        "RETRAIN": None}
 
 
 def test_check_parameters_accepts_the_contract():
@@ -69,7 +70,7 @@ def test_retrain_computes_only_the_named_results_while_the_rest_replays(tmp_path
         runner.run_experiment(trained, name, build, TrainConfig(epochs=1), loader, loader, loader)
     stored = {name: (tmp_path / "results" / f"02_{name}.json").read_text() for name in ("probe", "target_fold0_head")}
     params = dict(GOOD, OUTPUT_DIR=str(tmp_path), TRAIN=False, RETRAIN=["target"])
-    replay = runner.start(params, "02", extra_parameters={"RETRAIN": (list, type(None))})
+    replay = runner.start(params, "02")
     assert replay.trains("target") and replay.trains("target_fold0_head") and replay.trains("target_final_whole")
     assert not replay.trains("targets") and not replay.trains("probe")
     for name in ("probe", "target_fold0_head"):
@@ -77,6 +78,55 @@ def test_retrain_computes_only_the_named_results_while_the_rest_replays(tmp_path
     assert (tmp_path / "results" / "02_probe.json").read_text() == stored["probe"]  # replayed, not rewritten
     retrained = runner.results.read_json(tmp_path / "results" / "02_target_fold0_head.json")
     assert retrained["results"]["config"]["epochs"] == 2 and retrained["params"]["RETRAIN"] == ["target"]
+
+
+def test_measured_computes_once_and_replays_the_stored_value(tmp_path):
+    calls = []
+    compute = lambda: calls.append(1) or {"acc": 0.5, "pair": (1, 2)}
+    trained = runner.start(dict(GOOD, OUTPUT_DIR=str(tmp_path)), "05")
+    first = trained.measured("section", compute)
+    assert first == {"acc": 0.5, "pair": [1, 2]} and len(calls) == 1  # returned as stored: a tuple comes back a list
+    replay = runner.start(dict(GOOD, OUTPUT_DIR=str(tmp_path), TRAIN=False), "05")
+    assert replay.measured("section", compute) == first and len(calls) == 1
+    again = runner.start(dict(GOOD, OUTPUT_DIR=str(tmp_path), TRAIN=False, RETRAIN=["section"]), "05")
+    assert again.measured("section", compute) == first and len(calls) == 2
+    with pytest.raises(FileNotFoundError, match="05_other.json.*name it in RETRAIN"):
+        replay.measured("other", compute)
+
+
+def test_table_captions_come_from_the_rows_records(tmp_path):
+    import torch
+    from helpers import data
+    from helpers.training import TrainConfig
+
+    run = runner.start(dict(GOOD, OUTPUT_DIR=str(tmp_path)), "01")
+    images = data.synthetic_images(24, 3, size=8, seed=0)
+    build = lambda: torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 3))
+    outcomes = [runner.run_experiment(run, f"row{seed}", build, TrainConfig(epochs=epochs),
+                                      *data.loader_triple(images, images, images, 8, 8, seed=seed), seed=seed)
+                for seed, epochs in ((2023, 1), (2024, 2))]
+    assert outcomes[0].record["data"] == {"samples": 24, "input_size": 8, "synthetic": True}
+    path = run.write_table("rows", [runner.result_row(o.name, o) for o in outcomes], runner.RESULT_COLUMNS,
+                           "Two rows.", records=outcomes)
+    text = path.read_text()
+    assert text.startswith("% rows from results: 01_row2023, 01_row2024\n")
+    assert "(Profile smoke, recipe tiny: synthetic stand-in data, 24 training samples, 8 px input, 1–2 epochs, " \
+           "seeds 2023–2024, device" in text
+    with pytest.raises(ValueError, match="name the results its rows come from"):
+        run.write_table("rows", [], runner.RESULT_COLUMNS, "No rows.", records=[])
+
+
+def test_recipes_are_named_and_kept_apart_from_budgets():
+    from helpers.profiles import _BUDGETS, _RECIPES, PROFILES, recipe
+
+    for notebook in _BUDGETS:
+        for profile in PROFILES:
+            chosen = recipe(notebook, profile)
+            assert chosen.name == budget(notebook, profile).recipe
+            assert not set(chosen) - {"name"} & set(budget(notebook, profile)), "a key is both budget and recipe"
+        assert {recipe(notebook, p).name for p in PROFILES} <= set(_RECIPES[notebook])
+    assert recipe("03", "fast") == recipe("03", "full")  # GTSRB's fast profile runs the hand-out's recipe
+    assert recipe("01", "fast").strong_widths != recipe("01", "full").strong_widths
 
 
 def test_smoke_outputs_never_land_on_the_committed_ones():
