@@ -2,7 +2,9 @@
 
 - `check`: every number in the report's prose must come from a macro the notebooks wrote; every
   \\input table, \\includegraphics figure and macro must exist. Numbers that are not our results
-  (targets, the literature) are wrapped in \\given{...} in main.tex.
+  (targets, the literature) are wrapped in \\given{...} in main.tex. Every declared claim
+  (helpers/claimlist.py) must hold on the stored results, and its macros must be current.
+- `claims`: list every declared claim with its numbers and verdict (`--write`: its macros).
 - `stamp`: after a successful build, record the sha256 of every file the PDF embeds.
 - `submission`: dist/submission.zip, refused while the PDF is older than what it embeds.
 
@@ -18,6 +20,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+from . import claims
 from .repro import PROJECT_ROOT
 
 REPORT_DIR = PROJECT_ROOT / "report"
@@ -85,8 +88,30 @@ def check(report_dir: Path = REPORT_DIR) -> list:
                 problems.append(f"{kind[:-1]} file {path} is missing: run the notebook that writes it "
                                 f"(make reproduce ONLY={path.name[:2]})")
     defined = defined_macros(p for p in files["macros"] if p.exists())
-    for name in sorted(set(re.findall(r"\\(RNb[A-Za-z]+)", body(tex))) - defined):
+    for name in sorted(set(re.findall(r"\\((?:RNb|Claim)[A-Za-z]+)", body(tex))) - defined):
         problems.append(f"macro \\{name} is used but no report/generated/*_macros.tex defines it")
+    return problems + claim_problems(report_dir.parent / "results", report_dir / "generated")
+
+
+def claim_problems(results_dir: Path, generated_dir: Path) -> list:
+    """A declared claim that the stored results contradict or cannot check, and claims macros that are
+    stale against the stored results, each as a sentence naming the fix."""
+    problems, by_notebook = [], {}
+    for claim in claims.declared():
+        try:
+            evaluation = claims.evaluate(claim, results_dir)
+        except claims.ClaimError as error:
+            problems.append(f"claim {claim.id} cannot be checked: {error}")
+            continue
+        by_notebook.setdefault(claim.notebook, []).append(evaluation)
+        if not evaluation.holds:
+            problems.append(f"claim {claim.id} says {claim.says} but the data say {evaluation.verdict}: "
+                            f"{evaluation.wording()} Change the claim (helpers/claimlist.py) and the prose.")
+    for notebook, evaluations in by_notebook.items():
+        path = generated_dir / f"{notebook}_claims_macros.tex"
+        if not path.exists() or path.read_text(encoding="utf-8") != claims.macros_text(evaluations):
+            problems.append(f"{path} is missing or stale against the stored results: run notebook {notebook}'s "
+                            f"last cell, or `python -m helpers.report claims --write`")
     return problems
 
 
@@ -139,9 +164,24 @@ def submission(out: Path, executed_dir: Path, report_dir: Path = REPORT_DIR) -> 
     return out
 
 
+def list_claims(write: bool = False, results_dir: Path = PROJECT_ROOT / "results",
+                generated_dir: Path = REPORT_DIR / "generated") -> int:
+    """Print every declared claim with its numbers and verdict; non-zero when one does not hold."""
+    evaluations = [claims.evaluate(c, results_dir) for c in claims.declared()]
+    print(claims.table(evaluations))
+    for e in evaluations:
+        print(f"\n{e.claim.id} (\\{claims.macro(e.claim)}): {e.wording()}")
+    if write:
+        for notebook in sorted({e.claim.notebook for e in evaluations}):
+            text = claims.macros_text([e for e in evaluations if e.claim.notebook == notebook])
+            (generated_dir / f"{notebook}_claims_macros.tex").write_text(text, encoding="utf-8")
+    return 0 if all(e.holds for e in evaluations) else 1
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.report", description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=("check", "stamp", "submission"))
+    parser.add_argument("command", choices=("check", "claims", "stamp", "submission"))
+    parser.add_argument("--write", action="store_true", help="claims: also write report/generated/*_claims_macros.tex")
     parser.add_argument("--executed-dir", default=str(PROJECT_ROOT / "runs" / "fast"),
                         help="where the executed notebooks are (default runs/fast)")
     parser.add_argument("--out", default=str(PROJECT_ROOT / "dist" / "submission.zip"))
@@ -152,6 +192,8 @@ def main(argv=None) -> int:
             for problem in problems:
                 print(f"report: {problem}", file=sys.stderr)
             return 1 if problems else 0
+        if args.command == "claims":
+            return list_claims(write=args.write)
         if args.command == "stamp":
             print(f"report: recorded the inputs of main.pdf in {stamp()}")
             return 0

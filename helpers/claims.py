@@ -1,0 +1,203 @@
+"""Claims as data: every comparison a notebook or the report states is declared here and evaluated
+against the stored results, with its uncertainty.
+
+A claim compares a metric of `subject` runs with the same metric of `reference` runs and says which
+way it goes (`says`: "higher", "lower" or "no difference"). It is evaluated one of two ways:
+
+- seeds: subject and reference each have >= 3 runs, paired by seed: a two-sided paired t-test on the
+  per-seed differences; p < ALPHA gives "higher" or "lower", anything else "no difference";
+- noise band: single runs, and `noise` names >= 3 runs (seeds) of the study's reference
+  configuration; a difference within NOISE_BAND standard deviations of that seed noise is "no
+  difference" ("no measurable difference at this budget").
+
+A claim whose data disagrees with what it says is contradicted; `python -m helpers.report check`
+fails on it. The wording printed in notebooks and defined as report macros (`\\ClaimXyz`) is generated
+from the evaluation, so prose that uses it cannot drift from the data.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import results
+from .repro import PROJECT_ROOT
+
+ALPHA = 0.05
+NOISE_BAND = 2.0  # standard deviations of the seed noise
+MIN_SEEDS = 3
+VERDICTS = ("higher", "lower", "no difference")
+
+
+class ClaimError(ValueError):
+    """A claim cannot be evaluated as declared; the message names the fix."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One declared comparison over stored results (names without the notebook prefix)."""
+
+    id: str
+    notebook: str
+    says: str
+    metric: str
+    subject: tuple
+    reference: tuple
+    noise: tuple = ()
+    what: str = ""             # the quantity, as a reader says it: "test accuracy"
+    subject_label: str = ""
+    reference_label: str = ""
+    percent: bool = True       # show values as percentages
+    where: tuple = field(default=(), compare=False)  # where it is stated: "report", "notebook"
+
+    def __post_init__(self):
+        if self.says not in VERDICTS:
+            raise ClaimError(f"claim {self.id}: says={self.says!r}; use one of {', '.join(VERDICTS)}")
+        if not re.fullmatch(r"[a-z0-9-]+", self.id):
+            raise ClaimError(f"claim id {self.id!r}: use lower-case letters, digits and '-'")
+
+
+@dataclass
+class Evaluation:
+    claim: Claim
+    verdict: str
+    method: str
+    subject: list
+    reference: list
+    difference: float
+    uncertainty: float  # p-value (seeds) or the band's half-width (noise band)
+
+    @property
+    def holds(self) -> bool:
+        return self.verdict == self.claim.says
+
+    def _show(self, value: float) -> str:
+        return f"{100 * value:.2f}" if self.claim.percent else f"{value:.4f}"
+
+    def value(self, values: list) -> str:
+        mean = sum(values) / len(values)
+        return self._show(mean) if len(values) < 2 else f"{self._show(mean)} ± {self._show(_sd(values))}"
+
+    def evidence(self) -> str:
+        if self.method == "seeds":
+            return f"{len(self.subject)} seeds each, paired t-test p = {self.uncertainty:.3f}"
+        return f"single runs; seed-noise band ±{self._show(self.uncertainty)} from {len(self.claim.noise)} seeds"
+
+    def wording(self) -> str:
+        """The sentence a notebook prints and the report's \\Claim macro holds."""
+        c = self.claim
+        numbers = f"{self.value(self.subject)} vs {self.value(self.reference)}{' %' if c.percent else ''}"
+        if self.verdict == "no difference":
+            said = f"{c.subject_label} vs {c.reference_label}: no measurable difference in {c.what} at this budget"
+        else:
+            said = f"{c.subject_label} has {self.verdict} {c.what} than {c.reference_label}"
+        return f"{said} ({numbers}; {self.evidence()})."
+
+
+def _parse(path: str) -> list:
+    return [int(p) if re.fullmatch(r"-?\d+", p) else p for p in re.findall(r"[^.\[\]]+", path)]
+
+
+def metric_value(record: dict, metric: str):
+    """A metric from a stored result: a dotted path ('test.acc', 'history.epochs[0].val_acc'), or the
+    difference of two ('history.epochs[-1].val_loss - history.epochs[-1].train_loss')."""
+    if " - " in metric:
+        left, right = metric.split(" - ", 1)
+        return metric_value(record, left) - metric_value(record, right)
+    value = record
+    for key in _parse(metric):
+        try:
+            value = value[key]
+        except (KeyError, IndexError, TypeError):
+            raise ClaimError(f"metric {metric!r}: no {key!r} in the stored result") from None
+    return value
+
+
+def _values(notebook: str, names: tuple, metric: str, results_dir: Path) -> list:
+    values = []
+    for name in names:
+        path = results_dir / f"{notebook}_{name}.json"
+        if not path.exists():
+            raise ClaimError(f"results file {path} is missing: run notebook {notebook} (make reproduce ONLY={notebook})")
+        value = metric_value(results.read_json(path)["results"], metric)
+        values += [float(v) for v in value] if isinstance(value, list) else [float(value)]
+    return values
+
+
+def _sd(values: list) -> float:
+    mean = sum(values) / len(values)
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def evaluate(claim: Claim, results_dir: Path | None = None) -> Evaluation:
+    """The claim's verdict from the stored results under `results_dir` (default: the committed ones)."""
+    from scipy.stats import ttest_rel
+
+    results_dir = Path(results_dir or PROJECT_ROOT / "results")
+    subject = _values(claim.notebook, claim.subject, claim.metric, results_dir)
+    reference = _values(claim.notebook, claim.reference, claim.metric, results_dir)
+    difference = sum(subject) / len(subject) - sum(reference) / len(reference)
+    if len(subject) >= MIN_SEEDS and len(subject) == len(reference):
+        diffs = [s - r for s, r in zip(subject, reference)]
+        p = 1.0 if max(map(abs, diffs)) == 0 else float(ttest_rel(subject, reference).pvalue)
+        p = 1.0 if math.isnan(p) else p
+        verdict = "no difference" if p >= ALPHA else ("higher" if difference > 0 else "lower")
+        return Evaluation(claim, verdict, "seeds", subject, reference, difference, p)
+    if len(claim.noise) < MIN_SEEDS:
+        raise ClaimError(f"claim {claim.id}: {len(subject)} vs {len(reference)} runs and {len(claim.noise)} noise "
+                         f"runs; give both sides >= {MIN_SEEDS} seeds, or name >= {MIN_SEEDS} seeds of the "
+                         f"reference configuration as `noise`")
+    band = NOISE_BAND * _sd(_values(claim.notebook, claim.noise, claim.metric, results_dir))
+    verdict = "no difference" if abs(difference) <= band else ("higher" if difference > 0 else "lower")
+    return Evaluation(claim, verdict, "noise band", subject, reference, difference, band)
+
+
+def macro(claim: Claim) -> str:
+    """\\ClaimBnFasterAtEpochOne for id 'bn-faster-at-epoch-1'."""
+    return "Claim" + results.macro_name(claim.id)
+
+
+def declared(notebook: str | None = None) -> list:
+    from .claimlist import CLAIMS
+
+    ids = [c.id for c in CLAIMS]
+    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicates:
+        raise ClaimError(f"claim ids declared twice: {', '.join(duplicates)}")
+    return [c for c in CLAIMS if notebook is None or c.notebook == notebook]
+
+
+def macros_text(evaluations: list) -> str:
+    lines = ["% Generated by helpers.claims; do not edit by hand."]
+    lines += [f"\\newcommand{{\\{macro(e.claim)}}}{{{results.latex_escape(e.wording())}}}" for e in evaluations]
+    return "\n".join(lines) + "\n"
+
+
+def conclude(run) -> list:
+    """A notebook's closing cell: evaluate its declared claims on this run's stored results, print each
+    wording with its verdict, and write them as report macros (report/generated/<nb>_claims_macros.tex).
+    A claim this run's budget cannot check (e.g. the smoke profile's 2 trials) is printed as unchecked."""
+    evaluations = []
+    for claim in declared(run.notebook):
+        try:
+            evaluations.append(evaluate(claim, run.path("results")))
+        except ClaimError as error:
+            print(f"unchecked at this budget: {error}")
+            continue
+        e = evaluations[-1]
+        print(("" if e.holds else f"CONTRADICTED (declared as {e.claim.says}): ") + e.wording())
+    if evaluations:
+        run.path("tables", f"{run.notebook}_claims_macros.tex").write_text(macros_text(evaluations), encoding="utf-8")
+    return evaluations
+
+
+def table(evaluations: list) -> str:
+    """Every claim with its numbers, as `python -m helpers.report claims` prints them."""
+    rows = [f"{'claim':34} {'says':14} {'data':14} {'method':11} {'difference':>10} {'p / band':>9}  ok"]
+    for e in evaluations:
+        scale = 100 if e.claim.percent else 1
+        rows.append(f"{e.claim.id:34} {e.claim.says:14} {e.verdict:14} {e.method:11} {scale * e.difference:>10.3f} "
+                    f"{(e.uncertainty if e.method == 'seeds' else scale * e.uncertainty):>9.3f}  "
+                    f"{'yes' if e.holds else 'NO'}")
+    return "\n".join(rows)
