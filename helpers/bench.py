@@ -166,7 +166,8 @@ def main(argv=None) -> None:
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--workers", type=int, default=2, help="DataLoader worker processes of the classic pipeline")
     parser.add_argument("--default-malloc", action="store_true",
-                        help="leave glibc's memory return on (notebook 01 turns it off: helpers.repro.keep_freed_memory)")
+                        help="leave glibc's memory return on "
+                             "(notebook 01 turns it off: helpers.repro.keep_freed_memory)")
     args = parser.parse_args(argv)
     kept = False if args.default_malloc else keep_freed_memory()
     print(f"freed memory kept for reuse (notebook setting): {kept}")

@@ -119,7 +119,8 @@ def _values(notebook: str, names: tuple, metric: str, results_dir: Path) -> list
     for name in names:
         path = results_dir / f"{notebook}_{name}.json"
         if not path.exists():
-            raise ClaimError(f"results file {path} is missing: run notebook {notebook} (make reproduce ONLY={notebook})")
+            raise ClaimError(f"results file {path} is missing: run notebook {notebook} "
+                             f"(make reproduce ONLY={notebook})")
         value = metric_value(results.read_json(path)["results"], metric)
         values += [float(v) for v in value] if isinstance(value, list) else [float(value)]
     return values

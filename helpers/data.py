@@ -263,7 +263,8 @@ def load_pets(root=None, split: str = "trainval", size: int = 160, target: str =
         labels, classes = dataset._labels, list(dataset.classes)
     else:
         labels, classes = dataset._bin_labels, list(dataset.bin_classes)
-    return ImageSet(built["images"], torch.tensor(labels, dtype=torch.long), classes, meta={"size": size, "resize": resize})
+    return ImageSet(built["images"], torch.tensor(labels, dtype=torch.long), classes,
+                    meta={"size": size, "resize": resize})
 
 
 def pets_is_dog(root=None, download: bool = False) -> torch.Tensor:
@@ -561,7 +562,8 @@ def loader_triple(train, val, test, batch_size: int, eval_batch_size: int, *, de
     common = dict(mean=mean, std=std, device=device)
     loaders = [TensorLoader(train, batch_size, shuffle=True, drop_last=drop_last, augment=augment, seed=seed,
                             sample_weights=sample_weights, **common)]
-    loaders += [None if s is None else TensorLoader(s, eval_batch_size, augment=evaluate, **common) for s in (val, test)]
+    loaders += [None if s is None else TensorLoader(s, eval_batch_size, augment=evaluate, **common)
+                for s in (val, test)]
     return tuple(loaders)
 
 

@@ -112,7 +112,8 @@ class Run:
             raise ValueError(f"unknown output kind {kind!r}; one of {', '.join(folders)}")
         folder = self.output_dir / folders[kind]
         if kind == "checkpoints":  # checkpoints of different profiles must never resume each other
-            folder = (Path(os.environ[CHECKPOINT_ENV]).expanduser() if os.environ.get(CHECKPOINT_ENV) else folder) / self.profile
+            moved = os.environ.get(CHECKPOINT_ENV)
+            folder = (Path(moved).expanduser() if moved else folder) / self.profile
         folder.mkdir(parents=True, exist_ok=True)
         return folder / name if name else folder
 
@@ -207,9 +208,10 @@ def run_experiment(run: Run, name: str, build_model, config: TrainConfig, train_
     and store its history, test metrics and model size in results/<nb>_<name>.json.
 
     `test_loader=None` skips the test (selection-only runs); `param_groups` go to the optimiser
-    (discriminative learning rates). With TRAIN=False nothing trains (unless RETRAIN names it): the stored record is read back and,
-    for configurations whose weights are kept, the weights are loaded (the demo path). The notebook re-evaluates the models it
-    shows, once each, where it shows them: a test pass per kept model here would double the demo's time.
+    (discriminative learning rates). With TRAIN=False nothing trains (unless RETRAIN names it): the stored
+    record is read back and, for configurations whose weights are kept, the weights are loaded (the demo
+    path). The notebook re-evaluates the models it shows, once each, where it shows them: a test pass per
+    kept model here would double the demo's time.
     """
     seed = run.seed if seed is None else seed
     torch.manual_seed(seed)  # the same seed gives the same initial weights and dropout masks

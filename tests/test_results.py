@@ -99,7 +99,8 @@ def test_plot_helpers_draw_what_they_say():
 def test_wide_tables_are_scaled_to_the_text_width():
     columns = {"name": "configuration", "val": "best val. acc. (%)", "test": "test acc. (%)",
                "minutes": "training (min)"}
-    narrow = results.latex_table([{"name": "baseline", "val": 52.3, "test": 52.1, "minutes": 2.6}], columns, "c", "tab:x")
+    row = {"name": "baseline", "val": 52.3, "test": 52.1, "minutes": 2.6}
+    narrow = results.latex_table([row], columns, "c", "tab:x")
     columns |= {"tta": "test acc., flip TTA (%)", "epochs": "epochs", "images": "training images"}
     row = {"name": "synthetic 100-class stand-in ResNet + SE", "val": 89.84, "test": 89.4, "minutes": 51.9,
            "tta": 90.15, "epochs": 24, "images": "45,000"}  # 207 pt too wide unscaled in the report

@@ -56,7 +56,8 @@ def test_resnet_steps_change_one_thing_each():
     for model in steps.values():
         assert output_shape(model) == (2, 10)
     gap = steps["gap_head"]
-    assert count_parameters(steps["vgg"]) - count_parameters(gap) == (2048 * 128 + 128 + 128 * 10 + 10) - (128 * 10 + 10)
+    dense_head, gap_head = 2048 * 128 + 128 + 128 * 10 + 10, 128 * 10 + 10
+    assert count_parameters(steps["vgg"]) - count_parameters(gap) == dense_head - gap_head
     assert not any(isinstance(m, nn.MaxPool2d) for m in steps["strided"].modules())
     assert count_parameters(steps["strided"]) == count_parameters(gap)  # same weights, strides instead of pools
     blocks = [m for m in steps["residual"].modules() if isinstance(m, BasicBlock)]
