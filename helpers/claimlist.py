@@ -23,9 +23,9 @@ def _vs_baseline(notebook, config, label, metric, what, says, baseline="baseline
 
 
 GTSRB_LABELS = {"bn": "BN + Adam", "adamw": "AdamW (no BN)", "bn_adamw": "BN + AdamW"}
-GTSRB_BASELINE = "the baseline (Adam, no BN)"
+GTSRB_BASELINE = "the Adam baseline without BN"
 UNET_LABELS = {"nearest": "nearest up-sampling", "elu": "ELU", "nearest_elu": "nearest up-sampling + ELU"}
-UNET_BASELINE = "the baseline (transposed convolution + ReLU)"
+UNET_BASELINE = "the baseline with transposed convolutions and ReLU"
 
 CLAIMS = [
     # 03: the 2x2 comparison's final test accuracy, and how fast validation accuracy rises (epoch 1).

@@ -92,7 +92,7 @@ class Evaluation:
             said = f"{c.subject_label} vs {c.reference_label}: no measurable difference in {c.what} at this budget"
         else:
             said = f"{c.subject_label} has {self.verdict} {c.what} than {c.reference_label}"
-        return f"{said} ({numbers}; {self.evidence()})."
+        return f"{said[0].upper()}{said[1:]} ({numbers}; {self.evidence()})."
 
 
 def _parse(path: str) -> list:
