@@ -28,7 +28,7 @@ def test_seeds_give_a_paired_test_and_a_verdict(stored):
     higher = claims.evaluate(claim("higher"), stored)
     assert higher.method == "seeds" and higher.verdict == "higher" and higher.holds and higher.uncertainty < 0.05
     assert higher.difference == pytest.approx(0.05)
-    assert "new has higher test accuracy than base (96.00 ± 1.00 vs 91.00 ± 1.00 %; 3 seeds each, paired t-test" \
+    assert "New has higher test accuracy than base (96.00 ± 1.00 vs 91.00 ± 1.00 %; 3 seeds each, paired t-test" \
         in higher.wording()
     inside = claims.evaluate(claim("higher", subject=trials("same")), stored)
     assert inside.verdict == "no difference" and not inside.holds
