@@ -6,6 +6,7 @@ whole tensors on the training device (see `TensorLoader` and `helpers.augment`).
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import sysconfig
@@ -172,9 +173,20 @@ def decode_images(paths: list, size: int | None = None, resize: str = "square") 
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
 
+def source_key(samples: list) -> str:
+    """A digest of every source file's name, size and modification time: replacing files under the same
+    names (e.g. the 32x32 GTSRB copy by full-resolution images) changes it."""
+    digest = hashlib.sha256()
+    for sample in samples:
+        stat = os.stat(sample)
+        digest.update(f"{sample}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+    return f"{len(samples)}:{digest.hexdigest()}"
+
+
 def _cached(root: Path, key: str, samples: list, build) -> dict:
-    """Load a decoded set from DATA_ROOT/.cache when it was built from the same file list."""
-    source = [len(samples), str(samples[0]), str(samples[-1])] if samples else [0]
+    """Load a decoded set from DATA_ROOT/.cache when it was built from the same files (source_key);
+    rebuild it otherwise."""
+    source = source_key(samples)
     path = root / ".cache" / f"{key}-v{CACHE_VERSION}.pt"
     if path.exists():
         cached = torch.load(path, weights_only=False)

@@ -1,3 +1,4 @@
+import os
 import urllib.error
 import urllib.request
 
@@ -176,3 +177,22 @@ def test_text_corpora_from_path_and_stdlib(tmp_path):
 def test_gutenberg_body_strips_licence():
     text = "header\n*** START OF THE PROJECT GUTENBERG EBOOK X ***\nPoem.\n*** END OF THE PROJECT GUTENBERG EBOOK X"
     assert data._gutenberg_body(text) == "Poem.\n"
+
+
+def test_the_decode_cache_is_keyed_on_file_contents_not_only_names(tmp_path):
+    from PIL import Image
+
+    def write(value):
+        for c in ("cat", "dog"):
+            folder = tmp_path / "cifar10" / "train" / c
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (32, 32), (value, value, value)).save(folder / "0001.png")
+    write(10)
+    first = data.load_cifar(tmp_path, "train")
+    assert (tmp_path / ".cache").is_dir() and int(first.images[0, 0, 0, 0]) == 10
+    again = data.load_cifar(tmp_path, "train")  # served from the cache
+    assert torch.equal(again.images, first.images)
+    write(200)  # the same names, new pixels
+    for path in (tmp_path / "cifar10" / "train").rglob("*.png"):
+        os.utime(path, ns=(1, 10**18))  # a later mtime even on file systems with coarse timestamps
+    assert int(data.load_cifar(tmp_path, "train").images[0, 0, 0, 0]) == 200
