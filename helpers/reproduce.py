@@ -6,7 +6,9 @@ Executed copies go to runs/<profile>/; figures, tables, weights and results go t
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import shutil
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -82,6 +84,93 @@ def format_summary(outcomes: list) -> str:
     return "\n".join(lines)
 
 
+# Drift check: what a re-run may differ by before it counts as drift. Accuracies and overlap scores move by
+# a test image or two between machines (float summation order); losses by a little relative to themselves.
+FLOORS = {"acc": 0.01, "dice": 0.005, "iou": 0.005, "pixel_acc": 0.005, "loss": 0.03}
+SKIPPED = ("seconds", "minutes", "_ms", "environment", "params", "iterations", "epochs", "predicted", "size", "config",
+           "model", "data")
+
+
+def metrics_of(value, prefix: str = "") -> dict:
+    """Every number a stored result holds, by dotted path, without timings, histories and set-up."""
+    if isinstance(value, dict):
+        found = {}
+        for key, item in value.items():
+            if not any(skip in key for skip in SKIPPED):
+                found |= metrics_of(item, f"{prefix}.{key}" if prefix else key)
+        return found
+    if isinstance(value, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        return {f"{prefix}[{i}]": float(v) for i, v in enumerate(value)}
+    if isinstance(value, float):
+        return {prefix: value}
+    return {}
+
+
+def tolerance(path: str, reported: float, noise: float = 0.0) -> float:
+    """The larger of the metric's stated floor and three times its configuration's seed noise."""
+    leaf = path.rsplit(".", 1)[-1].split("[")[0]
+    floor = FLOORS.get(leaf) or next((f for key, f in FLOORS.items() if key in leaf), 0.01)
+    floor = floor * abs(reported) if "loss" in leaf else floor
+    return max(floor, 3 * noise)
+
+
+def family(name: str) -> str:
+    """'bn_trial2' -> 'bn': the repeated trials whose spread is a configuration's seed noise."""
+    return name.rsplit("_trial", 1)[0] if "_trial" in name else name
+
+
+def seed_noise(committed: dict) -> dict:
+    """(family, metric path) -> standard deviation over the family's trials in the committed results."""
+    values = {}
+    for name, metrics in committed.items():
+        for path, value in metrics.items():
+            values.setdefault((family(name), path), []).append(value)
+    return {key: _sd(v) for key, v in values.items() if len(v) >= 3}
+
+
+def _sd(values: list) -> float:
+    mean = sum(values) / len(values)
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def drift(committed_dir: Path, rerun_dir: Path, names: list | None = None) -> list:
+    """Rows (result, metric, reported, re-run, tolerance, ok) for every metric a re-run stored."""
+    load = lambda folder: {p.stem: metrics_of(read_json(p).get("results", {})) for p in sorted(folder.glob("*.json"))
+                           if not p.stem.endswith("_summary")}
+    committed, rerun = load(committed_dir), load(rerun_dir)
+    noise = seed_noise(committed)
+    rows = []
+    for name in names or sorted(rerun):
+        for path, value in rerun.get(name, {}).items():
+            reported = committed.get(name, {}).get(path)
+            if reported is None:
+                rows.append((name, path, None, value, None, False))
+                continue
+            allowed = tolerance(path, reported, noise.get((family(name), path), 0.0))
+            rows.append((name, path, reported, value, allowed, abs(value - reported) <= allowed))
+    return rows
+
+
+def format_drift(rows: list) -> str:
+    lines = [f"{'result':34} {'metric':30} {'reported':>10} {'re-run':>10} {'tolerance':>9}  verdict"]
+    for name, path, reported, value, allowed, ok in rows:
+        shown = lambda v: "--" if v is None else f"{v:.4f}"
+        lines.append(f"{name:34} {path:30} {shown(reported):>10} {shown(value):>10} {shown(allowed):>9}  "
+                     f"{'ok' if ok else 'DRIFT'}")
+    return "\n".join(lines)
+
+
+def prepare_check(output_dir: Path) -> Path:
+    """A scratch copy of the committed results and weights, so the sections that replay find their records
+    and nothing a check writes lands on the committed files."""
+    if output_dir.resolve() == PROJECT_ROOT.resolve():
+        raise SystemExit("--check writes to a scratch folder, never to the project root: give another --output-dir")
+    shutil.rmtree(output_dir, ignore_errors=True)
+    for folder in ("results", "weights"):
+        shutil.copytree(PROJECT_ROOT / folder, output_dir / folder)
+    return output_dir
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="python -m helpers.reproduce", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -96,6 +185,8 @@ def parse_args(argv=None):
     parser.add_argument("--retrain", default=None, help="comma list of results to compute while everything else "
                         "replays its stored records (implies --no-train), e.g. --only 02 --retrain target")
     parser.add_argument("--executed-dir", default=None, help="default: runs/<profile>/")
+    parser.add_argument("--check", action="store_true", help="run into a scratch copy (default runs/check/) and "
+                        "compare every stored metric with the committed one; exit 1 on drift")
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error("--jobs must be at least 1")
@@ -114,6 +205,9 @@ def main(argv=None) -> int:
         parameters["RETRAIN"] = [name.strip() for name in args.retrain.split(",") if name.strip()]
     if args.data_root:
         parameters["DATA_ROOT"] = str(Path(args.data_root).resolve())
+    if args.check:
+        started = time.time()
+        args.output_dir = str(prepare_check(Path(args.output_dir or PROJECT_ROOT / "runs" / "check")))
     if args.output_dir:
         parameters["OUTPUT_DIR"] = str(Path(args.output_dir).resolve())
     for path in notebooks:
@@ -132,7 +226,22 @@ def main(argv=None) -> int:
     failed = [o["notebook"] for o in outcomes if o["status"] != "ok"]
     if failed:
         print(f"{len(failed)} notebook(s) failed: {', '.join(failed)}", file=sys.stderr)
+    if args.check and not failed:
+        return report_drift(Path(args.output_dir) / "results", started)
     return 1 if failed else 0
+
+
+def report_drift(rerun_results: Path, started: float) -> int:
+    """Compare the results this check (re)computed with the committed ones; 1 on drift."""
+    fresh = [p.stem for p in sorted(rerun_results.glob("*.json")) if p.stat().st_mtime >= started
+             and not p.stem.endswith("_summary")]
+    rows = drift(PROJECT_ROOT / "results", rerun_results, fresh)
+    print(f"drift check: {len(fresh)} result(s) re-computed" + (f"\n{format_drift(rows)}" if rows else
+                                                               " (everything replayed its committed records)"))
+    drifted = [r for r in rows if not r[-1]]
+    if drifted:
+        print(f"{len(drifted)} metric(s) drifted beyond their tolerance", file=sys.stderr)
+    return 1 if drifted else 0
 
 
 if __name__ == "__main__":

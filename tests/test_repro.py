@@ -96,3 +96,29 @@ def test_keep_freed_memory_keeps_a_freed_block_for_reuse():
                                            check=True, cwd=repro.PROJECT_ROOT).stdout) for mode in ("keep", "default"))
     assert kept > 48, "with keep_freed_memory the freed 64 MB stay in the process for the next step"
     assert returned < 16, "by default glibc returns a freed 64 MB block to the kernel"
+
+
+def test_drift_check_compares_stored_metrics_within_their_tolerance(tmp_path):
+    from helpers import reproduce, results
+
+    committed, rerun = tmp_path / "committed", tmp_path / "rerun"
+    for k, acc in enumerate((0.90, 0.92, 0.94)):  # seed noise sd 0.02 -> tolerance 0.06 for this family
+        results.write_json({"results": {"test": {"acc": acc, "loss": 0.5}, "train_seconds": 9.0}},
+                           committed / f"03_bn_trial{k}.json")
+    results.write_json({"results": {"test": {"acc": 0.95, "loss": 0.5}, "train_seconds": 1.0}},
+                       rerun / "03_bn_trial0.json")  # +5 points: inside 3 sd of the seed noise
+    results.write_json({"results": {"test_acc": [0.99, 0.97]}}, committed / "03_challenge.json")
+    results.write_json({"results": {"test_acc": [0.99, 0.99]}}, rerun / "03_challenge.json")
+    rows = {(name, path): row for name, path, *row in reproduce.drift(committed, rerun)}
+    assert rows["03_bn_trial0", "test.acc"][2] == pytest.approx(0.06) and rows["03_bn_trial0", "test.acc"][3]
+    assert rows["03_bn_trial0", "test.loss"][2] == pytest.approx(0.015)  # 3 % of the loss
+    assert ("03_bn_trial0", "train_seconds") not in rows  # timings are not metrics
+    assert rows["03_challenge", "test_acc[0]"][3] and not rows["03_challenge", "test_acc[1]"][3]  # 2 points > 1
+    assert "DRIFT" in reproduce.format_drift(list((n, p, *r) for (n, p), r in rows.items()))
+
+
+def test_drift_check_never_writes_to_the_project_root():
+    from helpers import reproduce
+
+    with pytest.raises(SystemExit, match="scratch folder"):
+        reproduce.prepare_check(reproduce.PROJECT_ROOT)
