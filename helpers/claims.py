@@ -175,7 +175,7 @@ def macros_text(evaluations: list) -> str:
     return "\n".join(lines) + "\n"
 
 
-def conclude(run) -> list:
+def conclude(run) -> None:
     """A notebook's closing cell: evaluate its declared claims on this run's stored results, print each
     wording with its verdict, and write them as report macros (report/generated/<nb>_claims_macros.tex).
     A claim this run's budget cannot check (e.g. the smoke profile's 2 trials) is printed as unchecked."""
@@ -190,7 +190,6 @@ def conclude(run) -> list:
         print(("" if e.holds else f"CONTRADICTED (declared as {e.claim.says}): ") + e.wording())
     if evaluations:
         run.path("tables", f"{run.notebook}_claims_macros.tex").write_text(macros_text(evaluations), encoding="utf-8")
-    return evaluations
 
 
 def table(evaluations: list) -> str:

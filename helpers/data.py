@@ -316,6 +316,7 @@ class SegmentationSet:
     images: torch.Tensor
     masks: torch.Tensor
     ids: list
+    meta: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -326,7 +327,8 @@ class SegmentationSet:
 
     def subset(self, index) -> "SegmentationSet":
         index = torch.as_tensor(index)
-        return SegmentationSet(self.images[index], self.masks[index], [self.ids[i] for i in index.tolist()])
+        return SegmentationSet(self.images[index], self.masks[index], [self.ids[i] for i in index.tolist()],
+                               dict(self.meta))
 
     def resized(self, size: int, masks: bool = True) -> "SegmentationSet":
         """Images (and, unless `masks=False`, masks) area-averaged to size x size; masks re-binarised at 0.5.
@@ -335,7 +337,7 @@ class SegmentationSet:
             return F.interpolate(x.float(), size=(size, size), mode="area")
         images = shrink(self.images).round().clamp(0, 255).to(torch.uint8)
         return SegmentationSet(images, (shrink(self.masks) >= 0.5).to(torch.uint8) if masks else self.masks,
-                               list(self.ids))
+                               list(self.ids), dict(self.meta))
 
 
 def load_lungs(root=None, download: bool = False) -> dict:
@@ -489,7 +491,7 @@ def synthetic_lungs(n: int = 8, size: int = 64, seed: int = 2023) -> Segmentatio
     masks = torch.stack(masks).unsqueeze(1).to(torch.uint8)
     noise = torch.rand(n, 1, size, size, generator=generator)
     images = (80 + 120 * masks + 50 * noise).clamp(0, 255).to(torch.uint8)
-    return SegmentationSet(images, masks, [f"synthetic{i}" for i in range(n)])
+    return SegmentationSet(images, masks, [f"synthetic{i}" for i in range(n)], {"synthetic": True})
 
 
 def synthetic_text(n_chars: int = 20_000, seed: int = 2023) -> str:

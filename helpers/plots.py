@@ -252,6 +252,20 @@ def plot_text_activations(panels: dict, width: int = 80, max_lines: int = 8, tit
     return fig
 
 
+def plot_sweep(x, series: dict, points: list = (), xlabel: str = "", ylabel: str = "", title: str = "",
+               log_x: bool = True):
+    """Values against a swept setting (e.g. loss against parameters): one marked line per series, dashed for all
+    but the last; `points` label the last series' points (e.g. 'h=256')."""
+    fig, ax = plt.subplots(figsize=figsize(0.6, 0.7))
+    for i, (label, values) in enumerate(series.items()):
+        ax.plot(x, values, "o-" if i == len(series) - 1 else "o--", label=label)
+    for text, px, py in zip(points, x, values):
+        ax.annotate(text, (px, py), textcoords="offset points", xytext=(4, 4), fontsize=6)
+    ax.set(xscale="log" if log_x else "linear", xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.legend(frameon=False)
+    return fig
+
+
 def plot_bars(values: dict, errors: dict | None = None, ylabel: str = "", title: str = "", ylim=None):
     """One bar per configuration (e.g. test accuracy), with optional error bars."""
     fig, ax = plt.subplots(figsize=figsize(0.6, 0.7))

@@ -58,6 +58,16 @@ def percent(value) -> str:
     return "" if value in ("", None) else f"{100 * value:.2f}"
 
 
+def blank_or(pattern: str):
+    """A table-cell formatter: `pattern` (e.g. '{:.1f}') for a value, blank for '' or None (a row without it)."""
+    return lambda value: "" if value in ("", None) else pattern.format(value)
+
+
+def p_value(value) -> str:
+    """A p-value cell: three decimals, '--' on the reference row it was computed against."""
+    return "--" if value in ("", None) else f"{value:.3f}"
+
+
 def trial_statistics(trials: dict, baseline: str) -> list:
     """Mean, median, std (ddof=1) per configuration over repeated trials; against `baseline`: the
     difference of means, whether the trials are fully separated (all above or all below every baseline
@@ -141,6 +151,8 @@ def _span(values, unit: str = "", one: str = "", many: str = "", grouped: bool =
         return ""
     show = (lambda v: f"{v:,}") if grouped else str
     text = show(values[0]) if len(values) == 1 else f"{show(values[0])}–{show(values[-1])}"
+    if values == [1] and unit.endswith("s"):  # '1 epoch', not '1 epochs'
+        unit = unit[:-1]
     return f"{many if len(values) > 1 else one}{text}{unit}"
 
 

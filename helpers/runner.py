@@ -94,12 +94,16 @@ class Run:
                                     f"(profile {self.profile}, same OUTPUT_DIR); or name it in RETRAIN")
         return results.read_json(path)["results"]
 
-    def measured(self, name: str, compute):
+    def measured(self, name: str, compute, missing_ok: bool = False):
         """The protocol of every section: compute() when training or when RETRAIN names `name` (or its
         family), store it in results/<nb>_<name>.json, and return it as stored; otherwise replay the
-        stored record. A run and a replay continue from the same JSON values, so they cannot drift."""
+        stored record. A run and a replay continue from the same JSON values, so they cannot drift.
+        missing_ok: a replay of a section that no stored run computed says so and returns None."""
         if self.trains(name):
             self.save_results(name, compute())
+        elif missing_ok and not self.result_path(name).exists():
+            print(f"{name}: not stored by the run whose results these are; RETRAIN={[name]} computes it")
+            return None
         return self.stored(name)
 
     def path(self, kind: str, name: str = "") -> Path:
@@ -150,7 +154,7 @@ class Run:
             return results.write_table(rows, columns, caption, f"tab:{self.notebook}-{name}",
                                        self.path("tables", f"{self.notebook}_{name}.tex"),
                                        note=self.profile_note(epochs))
-        names = [record_name(r) for r in records]
+        names = list(dict.fromkeys(record_name(r) for r in records))  # a run shown twice is one record
         if not names:
             raise ValueError(f"table {name!r}: name the results its rows come from (records=[...])")
         stored = [self.stored_file(n) for n in names]
@@ -232,6 +236,15 @@ def run_experiment(run: Run, name: str, build_model, config: TrainConfig, train_
     if keep_weights:
         run.load_weights(model, name)
     return Outcome(name, model, History.from_dict(record["history"]), record["test"], record)
+
+
+def require_trained(run: Run, outcomes, section: str) -> None:
+    """A section computed from models whose weights are not kept can only run where those models were trained in
+    this very run (replayed, they hold their initial weights): raise, naming what RETRAIN must add, otherwise."""
+    replayed = [record_name(o) for o in outcomes if not run.trains(record_name(o))]
+    if replayed:
+        raise ValueError(f"{section} is computed from {', '.join(replayed)}, whose weights are not kept: name them "
+                         f"(or their family) in RETRAIN too")
 
 
 def record_name(record) -> str:

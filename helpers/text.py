@@ -86,11 +86,13 @@ class RandomOffsetBatches:
     diversity of sequences each epoch instead of fixed chunks). One 'epoch' is `steps` batches."""
 
     def __init__(self, ids: torch.Tensor, batch_size: int, seq_len: int, steps: int, seed: int = 2023,
-                 device="cpu"):
+                 device="cpu", synthetic: bool = False):
         if len(ids) <= seq_len + 1:
             raise ValueError(f"the text has {len(ids)} symbols; seq_len={seq_len} needs more")
         self.ids, self.batch_size, self.seq_len, self.steps = ids.to(device), batch_size, seq_len, steps
         self.generator = make_generator(seed)
+        # what a results record says about the training data (see helpers.data.describe): symbols, stand-in or not
+        self.meta = {"samples": len(ids), "input_size": None, "synthetic": synthetic}
 
     @property
     def augment(self) -> str:

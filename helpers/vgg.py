@@ -142,9 +142,11 @@ class CifarNet(nn.Module):
 
     @staticmethod
     def _check(head, downsample, dropout_order, stem, init):
-        for name, value, allowed in (("head", head, ("dense", "gap")), ("downsample", downsample, ("maxpool", "stride")),
+        for name, value, allowed in (("head", head, ("dense", "gap")),
+                                     ("downsample", downsample, ("maxpool", "stride")),
                                      ("dropout_order", dropout_order, ("bn_dropout", "dropout_bn")),
-                                     ("stem", stem, ("none", "conv", "patchify")), ("init", init, ("he_uniform", "torch"))):
+                                     ("stem", stem, ("none", "conv", "patchify")),
+                                     ("init", init, ("he_uniform", "torch"))):
             if value not in allowed:
                 raise ValueError(f"{name}={value!r} is unknown; choose one of {', '.join(allowed)}")
 

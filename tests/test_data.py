@@ -196,3 +196,9 @@ def test_the_decode_cache_is_keyed_on_file_contents_not_only_names(tmp_path):
     for path in (tmp_path / "cifar10" / "train").rglob("*.png"):
         os.utime(path, ns=(1, 10**18))  # a later mtime even on file systems with coarse timestamps
     assert int(data.load_cifar(tmp_path, "train").images[0, 0, 0, 0]) == 200
+
+
+def test_segmentation_sets_say_they_are_synthetic_through_subsets_and_resizing():
+    lungs = data.synthetic_lungs(4, size=32, seed=0)
+    loader = data.TensorLoader(lungs.subset([0, 1]).resized(16), 2)
+    assert loader.meta == {"samples": 2, "input_size": 16, "synthetic": True}

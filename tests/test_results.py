@@ -107,3 +107,9 @@ def test_wide_tables_are_scaled_to_the_text_width():
     wide = results.latex_table([row], columns, "c", "tab:y")
     assert "resizebox" not in narrow
     assert "\\resizebox{\\linewidth}{!}{%\n\\begin{tabular}" in wide and wide.index("\\end{tabular}\n}") > 0
+
+
+def test_blank_or_and_p_value_leave_missing_cells_blank():
+    minutes = results.blank_or("{:.1f}")
+    assert minutes(2.345) == "2.3" and minutes("") == "" and minutes(None) == ""
+    assert results.p_value(0.04567) == "0.046" and results.p_value("") == "--"

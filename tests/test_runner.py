@@ -92,6 +92,7 @@ def test_measured_computes_once_and_replays_the_stored_value(tmp_path):
     assert again.measured("section", compute) == first and len(calls) == 2
     with pytest.raises(FileNotFoundError, match="05_other.json.*name it in RETRAIN"):
         replay.measured("other", compute)
+    assert replay.measured("other", compute, missing_ok=True) is None and len(calls) == 2
 
 
 def test_table_captions_come_from_the_rows_records(tmp_path):
@@ -160,3 +161,11 @@ def test_macros_carry_the_profile_and_weights_are_kept_then_reloaded(tmp_path):
     fresh = torch.nn.Linear(3, 2)
     replay.keep_weights(fresh, "best")
     assert torch.equal(fresh.weight, trained.weight)
+
+
+def test_require_trained_names_what_retrain_must_add(tmp_path):
+    replay = runner.start(dict(GOOD, OUTPUT_DIR=str(tmp_path), TRAIN=False, RETRAIN=["strong"]), "01")
+    runner.require_trained(replay, ["strong", "strong_se"], "strong_tta")  # the family retrains both
+    only_tta = runner.start(dict(GOOD, OUTPUT_DIR=str(tmp_path), TRAIN=False, RETRAIN=["strong_tta"]), "01")
+    with pytest.raises(ValueError, match="computed from strong_c100, whose weights are not kept.*RETRAIN"):
+        runner.require_trained(only_tta, ["strong_c100"], "strong_tta")

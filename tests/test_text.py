@@ -198,3 +198,9 @@ def test_lstm_cell_states_match_a_full_run():
     cells = text.lstm_cell_states(model, ids)
     _, state = model(ids.view(1, -1), return_state=True)
     assert cells.shape == (len(ids), 16) and torch.allclose(cells[-1], state[-1][1][-1, 0], atol=1e-5)
+
+
+def test_text_batches_say_what_they_train_on():
+    import torch
+    batches = text.RandomOffsetBatches(torch.arange(100), 4, 8, 2, synthetic=True)
+    assert batches.meta == {"samples": 100, "input_size": None, "synthetic": True}
