@@ -170,7 +170,7 @@ def describe_records(files: list) -> str:
     else:
         parts = ["real data"]
     parts.append(_span([d["samples"] for d in data if d.get("samples")], " training samples"))
-    parts.append(_span([d["input_size"] for d in data if d.get("input_size")], " px input"))
+    parts.append(_span([d["input_size"] for d in data if d.get("input_size")], " px images"))
     parts.append(_span([r["config"]["epochs"] for r in records if "config" in r], " epochs"))
     parts.append(_span([r["seed"] for r in records if "seed" in r], one="seed ", many="seeds ", grouped=False))
     devices = sorted({f["environment"].get("device_name", "") for f in files} - {""})

@@ -111,7 +111,7 @@ def test_table_captions_come_from_the_rows_records(tmp_path):
                            "Two rows.", records=outcomes)
     text = path.read_text()
     assert text.startswith("% rows from results: 01_row2023, 01_row2024\n")
-    assert "(Profile smoke, recipe tiny: synthetic stand-in data, 24 training samples, 8 px input, 1–2 epochs, " \
+    assert "(Profile smoke, recipe tiny: synthetic stand-in data, 24 training samples, 8 px images, 1–2 epochs, " \
            "seeds 2023–2024, device" in text
     with pytest.raises(ValueError, match="name the results its rows come from"):
         run.write_table("rows", [], runner.RESULT_COLUMNS, "No rows.", records=[])
