@@ -1,0 +1,213 @@
+"""helpers.transfer_study: notebook 02's drivers on the tiny stand-in backbone. The target model's
+cross-validation must predict every trainval image once, by a model that never saw it, break ties towards
+the simpler candidate and retrain the chosen one on all images."""
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from helpers import augment as A, data, runner, transfer, transfer_study as study
+from helpers.training import History, TrainConfig
+from helpers.transfer import FeatureSet
+
+GOOD = {"SEED": 2023, "PROFILE": "smoke", "DATA_ROOT": None, "DEVICE": "cpu", "OUTPUT_DIR": None, "TRAIN": True,
+        "RETRAIN": None}
+
+
+def start(tmp_path, **params):
+    return runner.start(dict(GOOD, OUTPUT_DIR=str(tmp_path), **params), "02")
+
+
+def spy_on_training(monkeypatch) -> dict:
+    """{run name: (the training loader's inputs, the validation loader, the outcome)} of every run_experiment."""
+    seen, real = {}, study.run_experiment
+
+    def spy(run, name, build_model, config, train, val, test, **options):
+        outcome = real(run, name, build_model, config, train, val, test, **options)
+        seen[name] = (train.images.clone(), val, outcome)
+        return outcome
+    monkeypatch.setattr(study, "run_experiment", spy)
+    return seen
+
+
+def test_loaders_normalise_images_but_pass_cached_activations_through():
+    images = data.synthetic_images(10, 3, size=8, seed=0)
+    features = FeatureSet(torch.randn(10, 4, 1, 1), images.labels, start=4)
+    loaders = study.Loaders("cpu", batch_size=4, eval_batch_size=6, seed=1)
+    x, _ = next(iter(loaders.make(images)))
+    mean, std = (torch.tensor(s).view(1, 3, 1, 1) for s in (transfer.IMAGENET_MEAN, transfer.IMAGENET_STD))
+    torch.testing.assert_close(x, (images.images[:6].float() / 255 - mean) / std)
+    assert torch.equal(next(iter(loaders.make(features)))[0], features.images[:6])
+    train, val, test = loaders.triple({"train": features, "val": features})
+    assert test is None and len(train) == 3 and len(val) == 2  # no batch dropped: 10 samples in batches of 4
+    assert sorted(torch.cat([y for _, y in train]).tolist()) == sorted(features.labels.tolist())
+    assert not torch.equal(torch.cat([x for x, _ in train]), features.images)  # shuffled
+
+
+def test_relabel_maps_labels_and_keeps_what_records_need():
+    images = data.synthetic_images(6, 4, size=8, seed=0)
+    features = FeatureSet(torch.randn(6, 2), images.labels, start=3, meta={"input_size": 8, "synthetic": True})
+    mapping = torch.tensor([False, False, True, True])
+    relabelled = study.relabel({"images": images, "features": features}, mapping)
+    for split in relabelled.values():
+        assert torch.equal(split.labels, mapping[images.labels].long())
+    assert relabelled["images"].meta == images.meta and relabelled["features"].meta == features.meta
+    assert relabelled["features"].start == 3 and relabelled["images"].images is images.images
+
+
+def test_fine_tuner_trains_on_cached_activations_or_on_augmented_images(tmp_path, monkeypatch):
+    run, seen = start(tmp_path), spy_on_training(monkeypatch)
+    images = data.synthetic_images(24, 37, size=32, seed=0)
+    splits = {"train": images.subset(range(16)), "val": images.subset(range(16, 24))}
+    model = study.Backbone("tiny", tmp_path, seed=0)().configure(1)
+    loaders = study.Loaders("cpu", 8, 8)
+    cache = loaders.cache(model, splits, 2)
+    assert cache.sets["val"].images.shape == (8, 16, 8, 8) and cache.sets["val"].meta["input_size"] == 32
+    fine_tune = study.FineTuner(run, loaders, splits, cache, study.Optimiser(1e-2))
+    cached = fine_tune("cached", model, 1, decay=0.5, weight_decay=0.1)
+    assert seen["cached"][0].shape == (16, 32, 4, 4)  # the activations entering the last block, not images
+    assert cached.record["config"]["weight_decay"] == 0.1 and cached.record["config"]["optimizer"] == "adamw"
+    augmented = fine_tune("augmented", model, 1, augment=A.Flip(0.5))
+    assert seen["augmented"][0].dtype == torch.uint8 and augmented.record["data"]["input_size"] == 32
+    with pytest.raises(ValueError, match="augmentation changes images"):
+        fine_tune("wrong", model, 1, cache.at(model), augment=A.Flip(0.5))
+    runs = fine_tune.variants("lr", lambda: model, 1, {"constant": dict(scheduler=None), "cosine": {}})
+    assert [o.name for o in runs.values()] == ["lr_constant", "lr_cosine"]
+    assert runs["constant"].record["config"]["scheduler"] is None
+
+
+def test_depth_search_stops_when_gains_vanish_twice_in_a_row():
+    values = {0: 0.50, 1: 0.60, 2: 0.605, 3: 0.61, 4: 0.90}
+    trained = []
+    train = lambda l: trained.append(l) or SimpleNamespace(history=SimpleNamespace(best_value=values[l]))
+    runs = study.depth_search(values, train, min_gain=0.02)
+    assert list(runs) == trained == [0, 1, 2, 3]  # 2 and 3 gain less than 0.02 over 0.60: l = 4 never trains
+    assert list(study.depth_search(values, train, min_gain=0.001)) == [0, 1, 2, 3, 4]
+
+
+def test_candidates_are_every_ensemble_simplest_first_and_ties_go_to_the_first():
+    names = list(study.candidates(["head", "blocks", "whole"]))
+    assert names == ["head", "blocks", "whole", "head + blocks", "head + whole", "blocks + whole",
+                     "head + blocks + whole"]
+    tied = {("head", False): 0.8, ("head", True): 0.9, ("head + whole", False): 0.9, ("head + whole", True): 0.9}
+    assert study.choose(tied) == ("head", True)
+    assert study.choose(tied | {("head + whole", True): 0.91}) == ("head + whole", True)
+
+
+def image_ids(features: FeatureSet, images: int) -> dict:
+    """Each cached row (a view of one trainval image) -> the image it shows: view v of image i is row v * n + i."""
+    return {features.images[row].numpy().tobytes(): row % images for row in range(len(features))}
+
+
+def shown(rows: torch.Tensor, ids: dict) -> list:
+    return [ids[row.numpy().tobytes()] for row in rows]
+
+
+@pytest.fixture()
+def target_search(tmp_path):
+    """A TargetSearch over 18 synthetic images: head and last block on 2 crop views, head on 1 whole view."""
+    run = start(tmp_path)
+    pets = study.PetImages(tmp_path, synthetic=True, train_limit=18, test_limit=10, seed=1)
+    new_model, loaders = study.Backbone("tiny", tmp_path, seed=0), study.Loaders("cpu", 8, 16, seed=0)
+    config = TrainConfig(epochs=2, optimizer="adamw", lr=1e-2)
+    plan = study.TargetPlan(kinds={"head": ("crop", 0), "blocks": ("crop", 1), "whole": ("whole", 0)},
+                            views={"crop": 2, "whole": 1}, configs={"crop": config, "whole": config}, blocks=4)
+    features = study.cache_target_sets(plan, pets, new_model, loaders, A.Flip(0.5), size=32)
+    folds = data.kfold_split(features.trainval_images, 3, seed=0)
+    return study.TargetSearch(run, plan, features, loaders, new_model, folds, lr=1e-2), pets
+
+
+def test_out_of_fold_predictions_come_once_from_a_model_that_never_saw_the_image(target_search, monkeypatch):
+    search, _ = target_search
+    seen, predicted, real = spy_on_training(monkeypatch), {}, search.probabilities
+    n = search.features.trainval_images
+
+    def recording(outcomes, split, flip, index=None):
+        (kind, outcome), = outcomes.items()
+        p = real(outcomes, split, flip, index)
+        predicted.setdefault((kind, flip), []).append((outcome.name, index.clone(), p))
+        return p
+    monkeypatch.setattr(search, "probabilities", recording)
+    oof, _ = search.out_of_fold()
+    for (kind, flip), predictions in predicted.items():
+        framing_views = search.plan.views[search.plan.kinds[kind][0]]
+        ids = image_ids(search.features.sets[kind]["trainval"], n)
+        assert torch.cat([index for _, index, _ in predictions]).sort().values.tolist() == list(range(n))
+        for name, index, p in predictions:
+            trained_on = shown(seen[name][0], ids)
+            assert not set(trained_on) & set(index.tolist()), f"{name} saw images it predicts"
+            assert sorted(trained_on) == sorted(list(set(range(n)) - set(index.tolist())) * framing_views)
+            assert seen[name][1].labels.shape == index.shape  # validated on the held-out fold, plain view
+            assert torch.equal(oof[kind, flip][index], p)
+        assert torch.allclose(oof[kind, flip].sum(1), torch.ones(n))
+
+
+def test_the_chosen_candidate_is_retrained_on_all_images_and_tested(target_search, monkeypatch):
+    search, pets = target_search
+    seen = spy_on_training(monkeypatch)
+    result = search.results(pets.is_dog())
+    scores = {(name, flip): result["candidates"][name]["flip" if flip else "plain"]
+              for name in search.candidates for flip in (False, True)}
+    assert (result["choice"], result["flip_tta"]) == study.choose(scores)  # the first best, in candidate order
+    chosen = search.candidates[result["choice"]]
+    assert sorted(n for n in seen if n.startswith("target_final")) == sorted(f"target_final_{k}" for k in chosen)
+    for kind in chosen:
+        views = search.plan.views[search.plan.kinds[kind][0]]
+        trained_on = shown(seen[f"target_final_{kind}"][0], image_ids(search.features.sets[kind]["trainval"], 18))
+        assert sorted(trained_on) == sorted(list(range(18)) * views) and seen[f"target_final_{kind}"][1] is None
+    assert len(result["fold_acc"]) == 3 and len(result["predicted"]) == 10 and result["train_images"] == 18
+    assert 0 <= result["test_acc"] <= 1 and 0 <= result["cat_dog_test_acc"] <= 1
+
+
+def test_target_sets_hold_views_and_mirrored_images_at_each_kinds_boundary(target_search):
+    search, _ = target_search
+    sets = search.features.sets
+    assert sets["head"]["trainval"].images.shape == (36, 64, 1, 1)  # 2 views, pooled
+    assert sets["blocks"]["trainval"].images.shape == (36, 32, 4, 4)  # the last block's input
+    assert sets["whole"]["trainval"].images.shape == (18, 64, 1, 1) and len(sets["whole"]["test_flipped"]) == 10
+    assert torch.equal(sets["head"]["trainval"].labels, sets["whole"]["trainval"].labels.repeat(2))
+    assert sets["head"]["test"].meta["input_size"] == 32
+    assert torch.equal(search.features.in_views(torch.tensor([1, 4]), 2), torch.tensor([1, 4, 19, 22]))
+
+
+def test_pseudo_labels_join_the_labelled_samples_and_rare_classes_are_cut():
+    train = FeatureSet(torch.arange(10.0).view(10, 1), torch.tensor([0, 0, 0, 0, 1, 1, 1, 1, 2, 2]), start=4,
+                       meta={"input_size": 32})
+    labelled = torch.tensor([0, 4, 8])
+    unlabelled = study.complement(labelled, 10)
+    assert unlabelled.tolist() == [1, 2, 3, 5, 6, 7, 9]
+    combined = study.with_pseudo_labels(train, labelled, unlabelled, {"keep": [0, 6], "labels": [2, 1]})
+    assert combined.images.flatten().tolist() == [0, 4, 8, 1, 9] and combined.labels.tolist() == [0, 1, 2, 2, 1]
+    assert combined.meta == train.meta and combined.start == 4
+    cut = study.cut_classes(train, torch.tensor([True, False, False]), keep=0.5, seed=0)
+    assert torch.bincount(cut.labels).tolist() == [2, 4, 2]
+    assert cut.images.flatten().tolist() == sorted(cut.images.flatten().tolist())  # original order kept
+
+
+def test_pseudo_label_keeps_only_confident_predictions():
+    head = torch.nn.Linear(2, 2, bias=False)
+    with torch.no_grad():
+        head.weight.copy_(torch.tensor([[10.0, 0.0], [0.0, 10.0]]))
+    unlabelled = FeatureSet(torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]]), torch.tensor([0, 0, 1]), start=0)
+    chosen = study.pseudo_label(head, unlabelled, 0.9, study.Loaders("cpu", 2, 2))
+    assert chosen == {"keep": [0, 1], "labels": [0, 1], "correct": 0.5}
+
+
+def test_measured_from_refuses_models_a_replay_did_not_train(tmp_path):
+    outcome = runner.Outcome("ssl_0.5_labelled", None, History(), {}, {})
+    assert study.measured_from(start(tmp_path), "ssl_0.5_pseudo_labels", [outcome], lambda: {"n": 1}) == {"n": 1}
+    replay = start(tmp_path, TRAIN=False, RETRAIN=["ssl_0.5_pseudo"])  # the family holds the labels, not the model
+    with pytest.raises(ValueError, match="ssl_0.5_labelled"):
+        study.measured_from(replay, "ssl_0.5_pseudo_labels", [outcome], lambda: {"n": 2})
+    assert study.measured_from(start(tmp_path, TRAIN=False), "ssl_0.5_pseudo_labels", [outcome],
+                               lambda: {"n": 3}) == {"n": 1}  # replayed
+
+
+def test_compression_rows_cover_float_pruned_and_int8_models():
+    model = study.Backbone("tiny", None, seed=0)(5).eval()
+    images = data.synthetic_images(16, 5, size=32, seed=0)
+    loader = study.Loaders("cpu", 8, 8).make(images)
+    rows = study.compression_rows(model, loader, loader, next(iter(loader))[0], sparsities=(0.5,))
+    assert [r["model"] for r in rows] == ["float32", "pruned 50%", "int8 (static PTQ)"]
+    assert rows[1]["size"] < rows[0]["size"] and rows[2]["size"] < rows[0]["size"]
+    assert all(0 <= r["test"] <= 1 and r["latency_ms"] > 0 for r in rows)
