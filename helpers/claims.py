@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import results
@@ -49,7 +49,6 @@ class Claim:
     subject_label: str = ""
     reference_label: str = ""
     percent: bool = True       # show values as percentages
-    where: tuple = field(default=(), compare=False)  # where it is stated: "report", "notebook"
 
     def __post_init__(self):
         if self.says not in VERDICTS:
@@ -77,7 +76,7 @@ class Evaluation:
 
     def value(self, values: list) -> str:
         mean = sum(values) / len(values)
-        return self._show(mean) if len(values) < 2 else f"{self._show(mean)} ± {self._show(_sd(values))}"
+        return self._show(mean) if len(values) < 2 else f"{self._show(mean)} ± {self._show(sample_sd(values))}"
 
     def evidence(self) -> str:
         if self.method == "seeds":
@@ -126,7 +125,8 @@ def _values(notebook: str, names: tuple, metric: str, results_dir: Path) -> list
     return values
 
 
-def _sd(values: list) -> float:
+def sample_sd(values: list) -> float:
+    """Standard deviation with ddof=1 (the spread of a handful of seeds)."""
     mean = sum(values) / len(values)
     return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
@@ -149,7 +149,7 @@ def evaluate(claim: Claim, results_dir: Path | None = None) -> Evaluation:
         raise ClaimError(f"claim {claim.id}: {len(subject)} vs {len(reference)} runs and {len(claim.noise)} noise "
                          f"runs; give both sides >= {MIN_SEEDS} seeds, or name >= {MIN_SEEDS} seeds of the "
                          f"reference configuration as `noise`")
-    band = NOISE_BAND * _sd(_values(claim.notebook, claim.noise, claim.metric, results_dir))
+    band = NOISE_BAND * sample_sd(_values(claim.notebook, claim.noise, claim.metric, results_dir))
     verdict = "no difference" if abs(difference) <= band else ("higher" if difference > 0 else "lower")
     return Evaluation(claim, verdict, "noise band", subject, reference, difference, band)
 

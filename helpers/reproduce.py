@@ -6,7 +6,6 @@ Executed copies go to runs/<profile>/; figures, tables, weights and results go t
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import shutil
 import sys
@@ -14,6 +13,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from .claims import sample_sd
 from .profiles import PROFILES
 from .repro import PROJECT_ROOT
 from .results import read_json, write_json
@@ -125,12 +125,7 @@ def seed_noise(committed: dict) -> dict:
     for name, metrics in committed.items():
         for path, value in metrics.items():
             values.setdefault((family(name), path), []).append(value)
-    return {key: _sd(v) for key, v in values.items() if len(v) >= 3}
-
-
-def _sd(values: list) -> float:
-    mean = sum(values) / len(values)
-    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+    return {key: sample_sd(v) for key, v in values.items() if len(v) >= 3}
 
 
 def drift(committed_dir: Path, rerun_dir: Path, names: list | None = None) -> list:

@@ -88,11 +88,7 @@ class Run:
 
     def stored(self, name: str) -> dict:
         """The stored results of `name` (what `measured` or `run_experiment` wrote when it was computed)."""
-        path = self.result_path(name)
-        if not path.exists():
-            raise FileNotFoundError(f"TRAIN=False needs {path}, written by a TRAIN=True run of this notebook "
-                                    f"(profile {self.profile}, same OUTPUT_DIR); or name it in RETRAIN")
-        return results.read_json(path)["results"]
+        return self.stored_file(name)["results"]
 
     def measured(self, name: str, compute, missing_ok: bool = False):
         """The protocol of every section: compute() when training or when RETRAIN names `name` (or its
@@ -145,15 +141,10 @@ class Run:
         """Store a chosen model's weights when training; load them into `model` on the TRAIN=False path."""
         return self.save_weights(model, name, metric) if self.train else self.load_weights(model, name)
 
-    def write_table(self, name: str, rows: list, columns: dict, caption: str, records: list | None = None,
-                    epochs: int | None = None) -> Path:
+    def write_table(self, name: str, rows: list, columns: dict, caption: str, records: list) -> Path:
         """`report/generated/<nb>_<name>.tex`. Its caption ends with what the rows' own records say (data,
         samples, input size, epochs, seeds, device), never with typed values; `records` names the results
         the rows come from (names, or Outcomes), and the table lists them so a test can check the caption."""
-        if records is None:  # the typed profile note, until every notebook names its records
-            return results.write_table(rows, columns, caption, f"tab:{self.notebook}-{name}",
-                                       self.path("tables", f"{self.notebook}_{name}.tex"),
-                                       note=self.profile_note(epochs))
         names = list(dict.fromkeys(record_name(r) for r in records))  # a run shown twice is one record
         if not names:
             raise ValueError(f"table {name!r}: name the results its rows come from (records=[...])")
@@ -165,8 +156,11 @@ class Run:
 
     def stored_file(self, name: str) -> dict:
         """A stored results file as a whole: results, budget, environment."""
-        self.stored(name)  # the error that names the fix when it is missing
-        return results.read_json(self.result_path(name))
+        path = self.result_path(name)
+        if not path.exists():
+            raise FileNotFoundError(f"TRAIN=False needs {path}, written by a TRAIN=True run of this notebook "
+                                    f"(profile {self.profile}, same OUTPUT_DIR); or name it in RETRAIN")
+        return results.read_json(path)
 
     def write_macros(self, name: str, macros: dict) -> Path:
         """`report/generated/<nb>_<name>_macros.tex`, with the compute profile alongside the numbers
