@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import results
+from .results import sample_sd
 from .repro import PROJECT_ROOT
 
 ALPHA = 0.05
@@ -49,6 +50,9 @@ class Claim:
     subject_label: str = ""
     reference_label: str = ""
     percent: bool = True       # show values as percentages
+    reference_metric: str = ""  # the reference's metric, when it is stored under another name (default: metric)
+    unit: str = "seeds"        # what the repeated values are: seeds, or prompts (generated text)
+    paired: bool = True        # False: the two sides share nothing to pair (Welch's t-test)
 
     def __post_init__(self):
         if self.says not in VERDICTS:
@@ -80,7 +84,10 @@ class Evaluation:
 
     def evidence(self) -> str:
         if self.method == "seeds":
-            return f"{len(self.subject)} seeds each, paired t-test p = {self.uncertainty:.3f}"
+            return f"{len(self.subject)} {self.claim.unit} each, paired t-test p = {self.uncertainty:.3f}"
+        if self.method == "welch":
+            return (f"{len(self.subject)} vs {len(self.reference)} {self.claim.unit}, Welch t-test "
+                    f"p = {self.uncertainty:.3f}")
         return f"single runs; seed-noise band ±{self._show(self.uncertainty)} from {len(self.claim.noise)} seeds"
 
     def wording(self) -> str:
@@ -125,31 +132,46 @@ def _values(notebook: str, names: tuple, metric: str, results_dir: Path) -> list
     return values
 
 
-def sample_sd(values: list) -> float:
-    """Standard deviation with ddof=1 (the spread of a handful of seeds)."""
-    mean = sum(values) / len(values)
-    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+def _defined_pairs(claim: Claim, subject: list, reference: list) -> tuple:
+    """Drop the pairs where either value is undefined (NaN: e.g. a sample too short for a 4-gram)."""
+    pairs = [(s, r) for s, r in zip(subject, reference) if not (math.isnan(s) or math.isnan(r))]
+    if len(pairs) < MIN_SEEDS:
+        raise ClaimError(f"claim {claim.id}: only {len(pairs)} {claim.unit} have both values defined; "
+                         f"a test needs >= {MIN_SEEDS}")
+    return [s for s, _ in pairs], [r for _, r in pairs]
+
+
+def _t_test(claim: Claim, subject: list, reference: list) -> tuple:
+    """(method, p): paired over seeds/prompts, or Welch's test when the two sides share nothing to pair."""
+    from scipy.stats import ttest_ind, ttest_rel
+
+    if not claim.paired:
+        return "welch", float(ttest_ind(subject, reference, equal_var=False).pvalue)
+    if max(abs(s - r) for s, r in zip(subject, reference)) == 0:
+        return "seeds", 1.0
+    return "seeds", float(ttest_rel(subject, reference).pvalue)
 
 
 def evaluate(claim: Claim, results_dir: Path | None = None) -> Evaluation:
     """The claim's verdict from the stored results under `results_dir` (default: the committed ones)."""
-    from scipy.stats import ttest_rel
-
     results_dir = Path(results_dir or PROJECT_ROOT / "results")
     subject = _values(claim.notebook, claim.subject, claim.metric, results_dir)
-    reference = _values(claim.notebook, claim.reference, claim.metric, results_dir)
-    difference = sum(subject) / len(subject) - sum(reference) / len(reference)
-    if len(subject) >= MIN_SEEDS and len(subject) == len(reference):
-        diffs = [s - r for s, r in zip(subject, reference)]
-        p = 1.0 if max(map(abs, diffs)) == 0 else float(ttest_rel(subject, reference).pvalue)
+    reference_metric = claim.reference_metric or claim.metric
+    reference = _values(claim.notebook, claim.reference, reference_metric, results_dir)
+    if len(subject) >= MIN_SEEDS and (len(subject) == len(reference) or not claim.paired):
+        if claim.paired:
+            subject, reference = _defined_pairs(claim, subject, reference)
+        method, p = _t_test(claim, subject, reference)
         p = 1.0 if math.isnan(p) else p
+        difference = sum(subject) / len(subject) - sum(reference) / len(reference)
         verdict = "no difference" if p >= ALPHA else ("higher" if difference > 0 else "lower")
-        return Evaluation(claim, verdict, "seeds", subject, reference, difference, p)
+        return Evaluation(claim, verdict, method, subject, reference, difference, p)
     if len(claim.noise) < MIN_SEEDS:
         raise ClaimError(f"claim {claim.id}: {len(subject)} vs {len(reference)} runs and {len(claim.noise)} noise "
                          f"runs; give both sides >= {MIN_SEEDS} seeds, or name >= {MIN_SEEDS} seeds of the "
                          f"reference configuration as `noise`")
-    band = NOISE_BAND * sample_sd(_values(claim.notebook, claim.noise, claim.metric, results_dir))
+    difference = sum(subject) / len(subject) - sum(reference) / len(reference)
+    band = NOISE_BAND * sample_sd(_values(claim.notebook, claim.noise, reference_metric, results_dir))
     verdict = "no difference" if abs(difference) <= band else ("higher" if difference > 0 else "lower")
     return Evaluation(claim, verdict, "noise band", subject, reference, difference, band)
 
@@ -198,6 +220,6 @@ def table(evaluations: list) -> str:
     for e in evaluations:
         scale = 100 if e.claim.percent else 1
         rows.append(f"{e.claim.id:34} {e.claim.says:14} {e.verdict:14} {e.method:11} {scale * e.difference:>10.3f} "
-                    f"{(e.uncertainty if e.method == 'seeds' else scale * e.uncertainty):>9.3f}  "
+                    f"{(scale * e.uncertainty if e.method == 'noise band' else e.uncertainty):>9.3f}  "
                     f"{'yes' if e.holds else 'NO'}")
     return "\n".join(rows)

@@ -281,3 +281,13 @@ def plot_bars(values: dict, errors: dict | None = None, ylabel: str = "", title:
 
 
 set_style()
+
+
+def plot_scatter(groups: dict, xlabel: str = "", ylabel: str = "", title: str = ""):
+    """Points of several groups ({label: (x values, y values)}), one colour and marker per group."""
+    fig, ax = plt.subplots(figsize=figsize(0.6, 0.7))
+    for (label, (x, y)), marker, color in zip(groups.items(), "osD^v", sns.color_palette(PALETTE, len(groups))):
+        ax.scatter(x, y, label=label, marker=marker, color=color, s=18)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.legend(frameon=False)
+    return fig

@@ -13,7 +13,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from .claims import sample_sd
+from .results import sample_sd
 from .profiles import PROFILES
 from .repro import PROJECT_ROOT
 from .results import read_json, write_json

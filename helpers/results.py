@@ -68,6 +68,23 @@ def p_value(value) -> str:
     return "--" if value in ("", None) else f"{value:.3f}"
 
 
+def sample_sd(values: list) -> float:
+    """Standard deviation with ddof=1 (the spread of a handful of seeds or samples)."""
+    mean = sum(values) / len(values)
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def mean_interval(values: list, level: float = 0.95) -> dict:
+    """Mean and the half-width of its `level` confidence interval (Student's t, ddof=1) over `values`."""
+    from scipy.stats import t
+
+    values = [float(v) for v in values]
+    if len(values) < 2:
+        raise ValueError(f"an interval needs at least 2 values, got {len(values)}")
+    half_width = float(t.ppf(0.5 + level / 2, len(values) - 1)) * sample_sd(values) / math.sqrt(len(values))
+    return {"mean": sum(values) / len(values), "half_width": half_width, "n": len(values)}
+
+
 def trial_statistics(trials: dict, baseline: str) -> list:
     """Mean, median, std (ddof=1) per configuration over repeated trials; against `baseline`: the
     difference of means, whether the trials are fully separated (all above or all below every baseline
@@ -156,6 +173,12 @@ def _span(values, unit: str = "", one: str = "", many: str = "", grouped: bool =
     return f"{many if len(values) > 1 else one}{text}{unit}"
 
 
+def epochs_run(record: dict) -> int:
+    """The epochs a stored run trained: its history's length (a plateau rule may stop it before its cap)."""
+    history = record.get("history") or {}
+    return len(history["epochs"]) if history.get("epochs") else record["config"]["epochs"]
+
+
 def describe_records(files: list) -> str:
     """What a caption must say about its rows, read from their stored results files: data (real or
     synthetic stand-in, per row where they differ), training samples, input size, epochs, seeds, device."""
@@ -171,7 +194,7 @@ def describe_records(files: list) -> str:
         parts = ["real data"]
     parts.append(_span([d["samples"] for d in data if d.get("samples")], " training samples"))
     parts.append(_span([d["input_size"] for d in data if d.get("input_size")], " px images"))
-    parts.append(_span([r["config"]["epochs"] for r in records if "config" in r], " epochs"))
+    parts.append(_span([epochs_run(r) for r in records if "config" in r], " epochs"))
     parts.append(_span([r["seed"] for r in records if "seed" in r], one="seed ", many="seeds ", grouped=False))
     devices = sorted({f["environment"].get("device_name", "") for f in files} - {""})
     parts.append("device " + " and ".join(devices) if devices else "")

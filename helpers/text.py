@@ -80,6 +80,19 @@ def contiguous_split(text: str, fractions=(0.9, 0.05, 0.05)) -> tuple:
     return text[:a], text[a:b], text[b:]
 
 
+def chunk_split(text: str, chunk: int, fractions=(0.9, 0.05, 0.05), seed: int = 2023) -> tuple:
+    """A control for `contiguous_split`: the text cut into `chunk`-symbol pieces that are dealt at random to
+    train/validation/test in the given proportions (each split's pieces joined in text order). Returns the
+    three texts and the piece indices of each split."""
+    pieces = [text[i:i + chunk] for i in range(0, len(text), chunk)]
+    if len(pieces) < 20:
+        raise ValueError(f"{len(pieces)} pieces of {chunk} symbols; use a smaller chunk for a random split")
+    order = torch.randperm(len(pieces), generator=make_generator(seed)).tolist()
+    a, b = int(len(pieces) * fractions[0]), int(len(pieces) * (fractions[0] + fractions[1]))
+    index = [sorted(order[:a]), sorted(order[a:b]), sorted(order[b:])]
+    return (*("".join(pieces[i] for i in part) for part in index), index)
+
+
 class RandomOffsetBatches:
     """Training batches of `batch_size` windows of `seq_len + 1` symbols starting at random offsets,
     drawn afresh every step (truncated back-propagation through time over `seq_len` steps, a new
@@ -238,7 +251,11 @@ def next_symbol_distribution(logits: torch.Tensor, temperature: float = 1.0, top
     logits = logits.float()
     if temperature == 0:
         return F.one_hot(logits.argmax(-1), logits.shape[-1]).float()
-    probs = F.softmax(logits / temperature, dim=-1)
+    # Shift before dividing: logits / 1e-39 overflow to inf and softmax(inf - inf) is NaN; shifted, the largest
+    # logit is 0 and the others go to -inf, so every temperature > 0 gives a valid distribution.
+    # Float64 keeps a temperature below float32's range (1e-300) from rounding to a zero divisor.
+    shifted = (logits - logits.max(-1, keepdim=True).values).double()
+    probs = F.softmax(shifted / temperature, dim=-1).float()
     if top_p < 1:
         sorted_probs, order = probs.sort(dim=-1, descending=True)
         before = sorted_probs.cumsum(-1) - sorted_probs  # mass of the more likely symbols
@@ -253,17 +270,32 @@ def next_symbol_distribution(logits: torch.Tensor, temperature: float = 1.0, top
 def sample(model: nn.Module, vocab: Vocab, prompt: str, length: int, temperature: float = 1.0,
            top_p: float = 1.0, seed: int = 2023, device="cpu") -> str:
     """`length` symbols after `prompt`, one at a time, carrying the recurrent state."""
+    return sample_many(model, vocab, [prompt], length, temperature, top_p, seed, device)[0]
+
+
+@torch.no_grad()
+def sample_many(model: nn.Module, vocab: Vocab, prompts: list, length: int, temperature: float = 1.0,
+                top_p: float = 1.0, seed: int = 2023, device="cpu") -> list:
+    """One continuation of `length` symbols per prompt, generated side by side as one batch (each prompt
+    is read on its own first, so prompts may differ in length)."""
     model.eval()
     generator = make_generator(seed)
-    ids = vocab.encode(prompt or "\n").view(1, -1).to(device)
-    logits, state = model(ids, return_state=True)
+    read = [model(vocab.encode(p or "\n").view(1, -1).to(device), return_state=True) for p in prompts]
+    logits = torch.cat([out[:, -1] for out, _ in read])
+    state = _cat_states([state for _, state in read])
     out = []
     for _ in range(length):
-        probs = next_symbol_distribution(logits[:, -1], temperature, top_p).cpu()
-        nxt = torch.multinomial(probs, 1, generator=generator)
-        out.append(int(nxt))
-        logits, state = model(nxt.to(device), state, return_state=True)
-    return vocab.decode(out)
+        probs = next_symbol_distribution(logits, temperature, top_p).cpu()
+        out.append(torch.multinomial(probs, 1, generator=generator))
+        logits, state = model(out[-1].to(device), state, return_state=True)
+        logits = logits[:, -1]
+    return [vocab.decode(row) for row in torch.cat(out, dim=1)]
+
+
+def _cat_states(states: list) -> list:
+    """The states of single-sequence passes as one batch (the batch is dim 1 of every state tensor)."""
+    cat = lambda tensors: torch.cat(tensors, dim=1)
+    return [tuple(map(cat, zip(*layer))) if isinstance(layer[0], tuple) else cat(layer) for layer in zip(*states)]
 
 
 def _select_state(state, index):

@@ -43,6 +43,8 @@ class TrainConfig:
     steps_per_epoch: int | None = None   # cap on optimisation steps per epoch (smoke budgets)
     grad_clip: float | None = None
     amp: bool | str = "auto"       # "auto": float16 autocast on CUDA only
+    patience: int | None = None    # plateau rule: stop once the monitored value has not improved by more than
+    min_delta: float = 0.0         # min_delta for `patience` epochs in a row (None: train all epochs)
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
@@ -53,6 +55,8 @@ class TrainConfig:
             raise ValueError(f"epochs={self.epochs} and lr={self.lr} must be positive")
         if self.amp not in (True, False, "auto"):
             raise ValueError(f"amp={self.amp!r}: use True, False or 'auto'")
+        if self.patience is not None and (self.patience < 1 or self.min_delta < 0):
+            raise ValueError(f"patience={self.patience} must be >= 1 and min_delta={self.min_delta} >= 0")
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -328,7 +332,12 @@ def fit(model: nn.Module, train_loader, val_loader, config: TrainConfig, *, task
 
     better = (lambda a, b: a > b) if task.mode == "max" else (lambda a, b: a < b)
     report_every = max(1, config.epochs // 20)
+    if config.patience and val_loader is None:
+        raise ValueError("patience (the plateau rule) watches the validation loss: give fit a val_loader")
     for epoch in range(len(history.epochs), config.epochs):
+        if config.patience and epochs_without_gain(history.column(history.monitor), task.mode,
+                                                   config.min_delta) >= config.patience:
+            break  # checked before the epoch, so a resumed run that had plateaued does not train on
         started = time.perf_counter()
         train_stats = _train_epoch(model, train_loader, task, optimizer, scheduler, scaler, config, device,
                                    enabled, dtype, steps, history, epoch)
@@ -352,6 +361,17 @@ def fit(model: nn.Module, train_loader, val_loader, config: TrainConfig, *, task
     if best_state is not None:
         model.load_state_dict(best_state)
     return history
+
+
+def epochs_without_gain(values: list, mode: str, min_delta: float) -> int:
+    """Epochs since the monitored value last beat its running reference by more than `min_delta`
+    (the reference moves only on such a gain, so slow creeping counts as a plateau)."""
+    reference, since = None, 0
+    for value in values:
+        gained = reference is None or (value < reference - min_delta if mode == "min"
+                                       else value > reference + min_delta)
+        reference, since = (value, 0) if gained else (reference, since + 1)
+    return since
 
 
 def _resume(path: Path, key: str, parts: dict, train_loader, device, name: str, epochs: int):

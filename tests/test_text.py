@@ -24,6 +24,16 @@ def test_contiguous_split_has_no_overlap_and_keeps_order():
         text.contiguous_split(corpus, (0.9, 0.2, 0.1))
 
 
+def test_chunk_split_deals_whole_pieces_at_random_and_loses_nothing():
+    corpus = "".join(chr(65 + i % 26) for i in range(1000))
+    train, val, test, index = text.chunk_split(corpus, 10, seed=3)
+    assert [len(part) for part in index] == [90, 5, 5] and sorted(sum(index, [])) == list(range(100))
+    assert train == "".join(corpus[i * 10:(i + 1) * 10] for i in index[0]) and len(val) == len(test) == 50
+    assert index[2] != list(range(95, 100)) and text.chunk_split(corpus, 10, seed=3)[3] == index
+    with pytest.raises(ValueError, match="smaller chunk"):
+        text.chunk_split(corpus, 100)
+
+
 def test_random_offset_batches_are_shifted_windows_seeded_and_resumable():
     ids = torch.arange(1000)
     batches = text.RandomOffsetBatches(ids, batch_size=4, seq_len=16, steps=3, seed=7)
@@ -95,6 +105,17 @@ def test_temperature_to_zero_approaches_greedy():
     assert (hot - 0.25).abs().max() < 0.02  # and to uniform as it grows
 
 
+@pytest.mark.parametrize("temperature", [1e-38, 1e-39, 1e-45, 1e-300, 5e-324, 1e-6, 1e6])
+def test_any_positive_temperature_gives_a_distribution(temperature):
+    logits = torch.tensor([[1.0, 3.0, 2.0, -1.0], [80.0, -80.0, 79.0, 0.0]])
+    probs = text.next_symbol_distribution(logits, temperature, top_p=0.9)
+    assert torch.isfinite(probs).all() and torch.allclose(probs.sum(-1), torch.ones(2))
+    if temperature < 1e-6:
+        assert probs.argmax(-1).tolist() == [1, 0] and probs.max(-1).values.min() == 1.0
+    with pytest.raises(ValueError, match="temperature"):
+        text.next_symbol_distribution(logits, -temperature)
+
+
 def test_nucleus_keeps_the_smallest_set_reaching_p_and_p1_is_plain_sampling():
     probs = torch.tensor([[0.5, 0.05, 0.3, 0.15]])
     logits = probs.log()
@@ -122,6 +143,19 @@ def test_sampling_is_seeded_and_p1_equals_plain_sampling():
     assert text.sample(model, vocab, "ab", 40, seed=4) != plain
     greedy = text.sample(model, vocab, "ab", 20, temperature=0)
     assert text.sample(model, vocab, "ab", 20, temperature=1e-4, seed=9) == greedy
+
+
+@pytest.mark.parametrize("layer_norm", [False, True])
+def test_batched_samples_continue_each_prompt_on_its_own(layer_norm):
+    vocab = text.Vocab("abcdefgh \n")
+    torch.manual_seed(1)
+    model = text.CharRNN(len(vocab), hidden=16, embed=8, layers=2, layer_norm=layer_norm)
+    prompts = ["ab", "h", "cde fg"]
+    greedy = text.sample_many(model, vocab, prompts, 15, temperature=0)
+    assert greedy == [text.sample(model, vocab, p, 15, temperature=0) for p in prompts]
+    drawn = text.sample_many(model, vocab, prompts, 30, seed=5)
+    assert [len(d) for d in drawn] == [30] * 3 and drawn == text.sample_many(model, vocab, prompts, 30, seed=5)
+    assert text.sample_many(model, vocab, prompts[:1], 30, seed=5) == [text.sample(model, vocab, "ab", 30, seed=5)]
 
 
 def test_beam_search_width_one_is_greedy_and_wider_beams_score_higher():

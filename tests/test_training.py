@@ -95,6 +95,25 @@ def test_finished_checkpoint_is_loaded_not_retrained_and_other_settings_start_af
     assert len(list(tmp_path.glob("run.stale-*.ckpt"))) == 1  # the old run is kept, not lost
 
 
+def test_plateau_rule_counts_epochs_since_a_gain_above_min_delta():
+    assert training.epochs_without_gain([1.0, 0.9, 0.895, 0.89, 0.886], "min", 0.02) == 3  # creeping is a plateau
+    assert training.epochs_without_gain([1.0, 0.9, 0.85], "min", 0.02) == 0
+    assert training.epochs_without_gain([0.5, 0.7, 0.69, 0.7], "max", 0.0) == 2  # equal is no gain
+
+
+def test_fit_stops_on_a_plateau_and_a_resumed_plateau_stays_stopped(tmp_path):
+    checkpoint = tmp_path / "run.ckpt"
+    frozen = TrainConfig(epochs=9, optimizer="sgd", lr=1e-12, patience=2)  # nothing moves: a plateau at once
+    history = training.fit(tiny_model(), *loaders(), frozen, checkpoint=checkpoint)
+    assert len(history.epochs) == 3  # the first epoch sets the reference, two more without a gain
+    again = training.fit(tiny_model(), *loaders(), frozen, checkpoint=checkpoint)
+    assert again.epochs == history.epochs
+    learning = training.fit(tiny_model(), *loaders(), TrainConfig(epochs=5, optimizer="adam", lr=0.01, patience=5))
+    assert len(learning.epochs) == 5
+    with pytest.raises(ValueError, match="patience=0"):
+        TrainConfig(epochs=3, patience=0)
+
+
 def test_steps_per_epoch_caps_the_work():
     train, val = loaders()
     history = training.fit(tiny_model(), train, val, TrainConfig(epochs=2, steps_per_epoch=2))
