@@ -120,9 +120,11 @@ class Run:
     def checkpoint(self, name: str) -> Path:
         return self.path("checkpoints", f"{self.notebook}_{name}.ckpt")
 
-    def save_figure(self, fig, name: str, epochs: int | None = None) -> dict:
-        """figures/<nb>_<name>.{pdf,png}, with the compute profile (and training epochs) under the plot."""
-        fig.text(0.0, -0.01, self.profile_note(epochs), fontsize=5.5, color="0.35", ha="left", va="top")
+    def save_figure(self, fig, name: str, records: list = ()) -> dict:
+        """figures/<nb>_<name>.{pdf,png}, with the compute profile under the plot; with `records` (the results
+        it draws: names or Outcomes) the note says what their records say, like a table caption."""
+        files = [self.stored_file(n) for n in dict.fromkeys(record_name(r) for r in records)]
+        fig.text(0.0, -0.01, self.profile_note(files=files), fontsize=5.5, color="0.35", ha="left", va="top")
         return plots.save_figure(fig, f"{self.notebook}_{name}", self.path("figures"))
 
     def save_results(self, name: str, data: dict) -> Path:
@@ -171,22 +173,33 @@ class Run:
         return results.write_macros(profile | macros, self.path("tables", f"{self.notebook}_{name}_macros.tex"),
                                     prefix)
 
-    def profile_note(self, epochs: int | None = None, files: list | None = None) -> str:
-        """'(Profile fast: real data, 20 epochs, device ...)': what a reader needs next to a number; with
-        `files` (stored results), everything in it comes from those records."""
+    def profile_note(self, files: list = ()) -> str:
+        """'(Profile fast, recipe cpu: real data, 20 epochs, device ...)': what a reader needs next to a number;
+        with `files` (stored results), everything after the profile comes from those records."""
         if files:
-            recipes = sorted({f.get("recipe", {}).get("name", "") for f in files} - {""})
-            named = f", recipe {' and '.join(recipes)}" if recipes else ""
-            return f"(Profile {self.profile}{named}: {results.describe_records(files)}.)"
+            recipes = sorted({recipe_name(self.notebook, f) for f in files})
+            return f"(Profile {self.profile}, recipe {' and '.join(recipes)}: {results.describe_records(files)}.)"
         data = "synthetic stand-in data" if self.budget.get("synthetic") else "real data"
-        trained = f", {epochs} epochs" if epochs is not None else ""
-        return f"(Profile {self.profile}: {data}{trained}, device {self.environment.get('device_name', self.device)}.)"
+        return (f"(Profile {self.profile}, recipe {self.recipe['name']}: {data}, "
+                f"device {self.environment.get('device_name', self.device)}.)")
 
     def summary(self, metrics: dict) -> Path:
-        """Key numbers for `python -m helpers.reproduce`'s closing table."""
+        """Key numbers for `python -m helpers.reproduce`'s closing table, with the run's wall time and the peak
+        resident memory of this process (the notebook's kernel) so far: what a Colab runtime must hold."""
         return results.write_json({"notebook": self.notebook, "profile": self.profile, "metrics": metrics,
-                                   "seconds": round(time.time() - self.started, 1)},
+                                   "seconds": round(time.time() - self.started, 1),
+                                   "peak_memory_gb": round(peak_memory_bytes() / 1e9, 2), "train": self.train,
+                                   "retrain": self.params.get("RETRAIN") or []},
                                   self.path("results", f"{self.notebook}_summary.json"))
+
+
+def peak_memory_bytes() -> int:
+    """The peak resident set size of this process (Linux and macOS report ru_maxrss in different units)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
 
 
 @dataclass
@@ -239,6 +252,12 @@ def require_trained(run: Run, outcomes, section: str) -> None:
     if replayed:
         raise ValueError(f"{section} is computed from {', '.join(replayed)}, whose weights are not kept: name them "
                          f"(or their family) in RETRAIN too")
+
+
+def recipe_name(notebook: str, file: dict) -> str:
+    """The recipe a stored results file ran: its own record, or (files written before recipes were recorded,
+    whose values the profiles kept) the recipe its profile names."""
+    return (file.get("recipe") or {}).get("name") or budget(notebook, file["budget"]["profile"]).recipe
 
 
 def record_name(record) -> str:

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from helpers import results
+from helpers.runner import recipe_name
 from helpers.repro import PROJECT_ROOT
 
 TABLES = sorted(p for p in (PROJECT_ROOT / "report" / "generated").glob("*.tex") if "\\begin{table}" in p.read_text())
@@ -56,13 +57,20 @@ def test_caption_states_what_the_rows_records_say(table):
     caption, files = caption_of(tex), records_of(tex, table)
     rows = [f["results"] for f in files]
     data = [r.get("data") or {} for r in rows]
-    assert stated(caption, "epochs") == span(r["config"]["epochs"] for r in rows if "config" in r)
+    assert stated(caption, "epochs") == span(results.epochs_run(r) for r in rows if "config" in r)
     assert seeds_stated(caption) == span(r.get("seed") for r in rows)
     assert stated(caption, "px") == span(d.get("input_size") for d in data)
     assert stated(caption, "training samples") == span(d.get("samples") for d in data)
     synthetic = [d.get("synthetic", f["budget"].get("synthetic", False)) for d, f in zip(data, files)]
     assert ("synthetic" in caption) == any(synthetic), "the caption must say which rows ran on a stand-in"
     assert ("real data" in caption) == (not all(synthetic))
+    recipes = sorted({recipe_name(table.stem[:2], f) for f in files})
+    assert f"recipe {' and '.join(recipes)}:" in caption, f"the caption must name the recipe(s) {recipes} its rows ran"
+
+
+def test_epochs_run_are_the_history_not_the_cap():
+    stopped = {"config": {"epochs": 30}, "history": {"epochs": [{}] * 12}}
+    assert results.epochs_run(stopped) == 12 and results.epochs_run({"config": {"epochs": 30}}) == 30
 
 
 def test_a_typed_caption_that_disagrees_is_caught(tmp_path):

@@ -1,6 +1,6 @@
 import pytest
 
-from helpers import runner
+from helpers import results, runner
 from helpers.profiles import budget
 
 GOOD = {"SEED": 2023, "PROFILE": "smoke", "DATA_ROOT": None, "DEVICE": "cpu", "OUTPUT_DIR": None, "TRAIN": True,
@@ -36,8 +36,7 @@ def test_start_seeds_and_routes_outputs(tmp_path):
     assert run.device.type == "cpu" and run.budget.synthetic
     assert run.checkpoint("x") == tmp_path / "checkpoints" / "smoke" / "03_x.ckpt"
     assert run.path("tables") == tmp_path / "report" / "generated"
-    assert "Profile smoke: synthetic stand-in data, 2 epochs, device" in run.profile_note(epochs=2)
-    assert "Profile smoke: synthetic stand-in data, device" in run.profile_note()
+    assert "Profile smoke, recipe tiny: synthetic stand-in data, device" in run.profile_note()
     with pytest.raises(ValueError, match="unknown output kind"):
         run.path("logs")
 
@@ -169,3 +168,36 @@ def test_require_trained_names_what_retrain_must_add(tmp_path):
     only_tta = runner.start(dict(GOOD, OUTPUT_DIR=str(tmp_path), TRAIN=False, RETRAIN=["strong_tta"]), "01")
     with pytest.raises(ValueError, match="computed from strong_c100, whose weights are not kept.*RETRAIN"):
         runner.require_trained(only_tta, ["strong_c100"], "strong_tta")
+
+
+def test_recipe_name_comes_from_the_record_or_else_its_profile():
+    assert runner.recipe_name("01", {"recipe": {"name": "handout"}, "budget": {"profile": "fast"}}) == "handout"
+    assert runner.recipe_name("01", {"budget": {"profile": "fast"}}) == "cpu"  # written before recipes were stored
+    assert runner.recipe_name("03", {"budget": {"profile": "fast"}}) == "handout"
+
+
+def test_figure_note_says_what_the_drawn_records_say(tmp_path):
+    import matplotlib.pyplot as plt
+
+    run = runner.start(dict(GOOD, OUTPUT_DIR=str(tmp_path)), "03")
+    for name, epochs in (("a", 3), ("b", 5)):
+        run.save_results(name, {"name": name, "seed": 7, "config": {"epochs": epochs}})
+    fig = plt.figure()
+    paths = run.save_figure(fig, "curves", records=["a", "b"])
+    note = fig.texts[-1].get_text()
+    plt.close(fig)
+    assert paths["png"].exists() and "recipe tiny: synthetic stand-in data, 3–5 epochs, seed 7" in note
+    with pytest.raises(FileNotFoundError, match="RETRAIN"):
+        run.save_figure(plt.figure(), "curves", records=["never_stored"])
+
+
+def test_summary_records_wall_time_peak_memory_and_what_was_computed(tmp_path):
+    import torch
+
+    run = runner.start(dict(GOOD, OUTPUT_DIR=str(tmp_path), TRAIN=False, RETRAIN=["x"]), "03")
+    before = runner.peak_memory_bytes()
+    block = torch.ones(64 * 2**20, dtype=torch.uint8) + 1  # 64 MB more than anything held so far at least once
+    summary = results.read_json(run.summary({"acc": 0.9}))
+    assert summary["peak_memory_gb"] >= before / 1e9 - 0.01 and summary["peak_memory_gb"] >= 0.064
+    assert summary["train"] is False and summary["retrain"] == ["x"] and summary["seconds"] >= 0
+    del block
