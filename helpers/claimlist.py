@@ -47,3 +47,60 @@ CLAIMS = [
                    percent=False)
       for c, says in (("nearest", "no difference"), ("elu", "lower"), ("nearest_elu", "lower"))],
 ]
+
+# 05: single runs against the mean and seed noise of the 2-layer LSTM's three trials (seed SEED + k), at the
+# comparison budget and under the depth study's plateau rule; generated text paired by prompt (one trained model
+# per side, so those claims speak of that model's samples); the split control against the contiguous trials.
+LM_REFERENCE = ("lstm2", "lstm2_trial1", "lstm2_trial2")
+LM_DEPTH_REFERENCE = ("depth_lstm2", "depth_lstm2_trial1", "depth_lstm2_trial2")
+LM_LABELS = {"rnn": "the vanilla RNN", "lstm1": "the 1-layer LSTM", "gru2": "the 2-layer GRU",
+             "depth_lstm3": "the 3-layer LSTM", "depth_lstm3_dropout_ln": "the 3-layer LSTM with dropout + layer norm"}
+
+
+def _vs_lstm2(run, says, reference=LM_REFERENCE, metric="test.loss", label="", tag="test",
+              what="test loss (nats/char)", **extra) -> Claim:
+    deep = reference == LM_DEPTH_REFERENCE
+    return Claim(id=f"05-{run.replace('_', '-')}-{tag}", notebook="05", says=says, metric=metric, subject=(run,),
+                 reference=reference, noise=reference, what=what,
+                 subject_label=label or LM_LABELS[run], percent=False, **extra,
+                 reference_label="the 2-layer LSTM (mean of 3 seeds)" + (" under the same rule" if deep else ""))
+
+
+def _generated(id, path, reference_path, says, what, label, reference_label, record="generation") -> Claim:
+    """Two settings' samples from the same prompts: a paired test over the prompts."""
+    return Claim(id=f"05-{id}", notebook="05", says=says, metric=f"{path}.per_sample.{what}", subject=(record,),
+                 reference=(record,), reference_metric=f"{reference_path}.per_sample.{what}", unit="prompts",
+                 what={"spelling": "spelling (share of words in the training text)",
+                       "repetition_4": "repetition (share of repeated word 4-grams)",
+                       "distinct_2": "distinct bigrams"}[what], subject_label=label, reference_label=reference_label)
+
+
+CLAIMS += [
+    *[_vs_lstm2(run, says) for run, says in (("rnn", "higher"), ("lstm1", "higher"), ("gru2", "lower"))],
+    *[_vs_lstm2(run, says, reference=LM_DEPTH_REFERENCE) for run, says in (("depth_lstm3", "higher"),
+                                                                             ("depth_lstm3_dropout_ln", "lower"))],
+    _vs_lstm2("depth_lstm3", "higher", reference=LM_DEPTH_REFERENCE, metric="history.epochs[-1].train_loss",
+              tag="train", what="training loss in its last epoch (nats/char)"),
+    _vs_lstm2("word_charged", "no difference", metric="charged", reference_metric="test.loss",
+              label="the word-level LSTM, charged for its unknown words"),
+    Claim(id="05-split-gap-shuffled", notebook="05", says="no difference", metric="test.loss - history.best_value",
+          subject=tuple(f"lstm2_shuffled_trial{k}" for k in range(3)), reference=LM_REFERENCE, paired=False,
+          what="test-minus-validation loss (nats/char)", subject_label="the 2-layer LSTM on a split by random pieces",
+          reference_label="the same model on the contiguous split", percent=False),
+    *[Claim(id=f"05-contiguous-{tag}-harder", notebook="05", says="higher", metric=metric, subject=LM_REFERENCE,
+            reference=tuple(f"lstm2_shuffled_trial{k}" for k in range(3)), paired=False, what=what, percent=False,
+            subject_label="the 2-layer LSTM on the contiguous split",
+            reference_label="the same model on a split by random pieces")
+      for tag, metric, what in (("val", "history.best_value", "validation loss (nats/char)"),
+                                ("test", "test.loss", "test loss (nats/char)"))],
+    _generated("beam-repeats", "settings.beam5", "settings.T100_p100", "higher", "repetition_4",
+               "beam search (k = 5)", "sampling at T = 1"),
+    _generated("cold-spells", "settings.T050_p100", "settings.T100_p100", "higher", "spelling",
+               "sampling at T = 0.5", "sampling at T = 1"),
+    _generated("nucleus-spells", "settings.T100_p090", "settings.T100_p100", "higher", "spelling",
+               "nucleus sampling (T = 1, p = 0.9)", "plain sampling at T = 1"),
+    _generated("gru-spells", "gru2", "lstm2", "higher", "spelling", "text sampled from this trained 2-layer GRU",
+               "that from this trained 2-layer LSTM (seed 2023)", record="cell_samples"),
+    _generated("rnn-spells", "rnn", "lstm2", "lower", "spelling", "text sampled from this trained vanilla RNN",
+               "that from this trained 2-layer LSTM (seed 2023)", record="cell_samples"),
+]

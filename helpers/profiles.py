@@ -16,7 +16,9 @@ PROFILES = ("smoke", "fast", "full")
 # `steps_per_epoch` caps optimisation steps (None = one pass over the data); `*_epochs` are epochs per
 # study; notebook 02's `sizes` are the input sides its probe tries, `depths` the numbers of last blocks
 # fine-tuned, `gradual` the (blocks, epochs) stages of gradual unfreezing, `target_*` the target model's
-# cached views, epochs and cross-validation folds; notebook 05's `best` is the long run's budget.
+# cached views, epochs and cross-validation folds; notebook 05's `best` is the long run's budget, `seeds` the
+# runs of its reference model, `prompts` the samples per generation setting, `depth_*` the depth study's cap and
+# plateau patience, `gap_chunk`/`shuffle_chunk` the stretches of text of the validation-test gap analysis.
 _BUDGETS = {
     "01": {
         "smoke": dict(recipe="tiny", synthetic=True, train_limit=256, val_size=64, test_limit=128,
@@ -72,19 +74,22 @@ _BUDGETS = {
     },
     "05": {
         "smoke": dict(recipe="tiny", synthetic=True, synthetic_chars=20_000, steps_per_epoch=4, epochs=2,
-                      context=16, eval_batch_size=64, sweep=(16, 32), sample_length=80, beam_length=40,
+                      context=16, eval_batch_size=64, sweep=(16, 32), sample_length=80,
                       beam_widths=(1, 3), temperatures=(0.5, 1.0), top_ps=(0.9, 1.0), visual_chars=200,
-                      word_vocab=200, best=dict(epochs=2, steps_per_epoch=4)),
+                      word_vocab=200, best=dict(epochs=2, steps_per_epoch=4), seeds=3, prompts=3, depth_epochs=3,
+                      depth_patience=1, gap_chunk=200, shuffle_chunk=500),
         "fast": dict(recipe="cpu", synthetic=False, synthetic_chars=None, steps_per_epoch=60, epochs=10,
                      context=128, eval_batch_size=128, sweep=(64, 128, 256, 512), sample_length=500,
-                     beam_length=200, beam_widths=(1, 5, 10), temperatures=(0.5, 0.8, 1.0, 1.2),
+                     beam_widths=(1, 5, 10), temperatures=(0.5, 0.8, 1.0, 1.2),
                      top_ps=(0.8, 0.9, 1.0), visual_chars=600, word_vocab=8000,
-                     best=dict(epochs=19, steps_per_epoch=200)),
+                     best=dict(epochs=19, steps_per_epoch=200), seeds=3, prompts=20, depth_epochs=30,
+                     depth_patience=3, gap_chunk=5000, shuffle_chunk=10_000),
         "full": dict(recipe="handout", synthetic=False, synthetic_chars=None, steps_per_epoch=200, epochs=20,
                      context=128, eval_batch_size=128, sweep=(128, 256, 512, 1024), sample_length=1000,
-                     beam_length=300, beam_widths=(1, 5, 10), temperatures=(0.5, 0.8, 1.0, 1.2),
+                     beam_widths=(1, 5, 10), temperatures=(0.5, 0.8, 1.0, 1.2),
                      top_ps=(0.8, 0.9, 1.0), visual_chars=1000, word_vocab=10_000,
-                     best=dict(epochs=50, steps_per_epoch=400)),
+                     best=dict(epochs=50, steps_per_epoch=400), seeds=3, prompts=20, depth_epochs=60,
+                     depth_patience=3, gap_chunk=5000, shuffle_chunk=10_000),
     },
 }
 

@@ -9,8 +9,8 @@ def store(results_dir, notebook, name, acc):
     results.write_json({"results": {"name": name, "test": {"acc": acc}}}, results_dir / f"{notebook}_{name}.json")
 
 
-def claim(says, subject=trials("new"), reference=trials("base"), **extra):
-    return claims.Claim(id="t-claim", notebook="99", says=says, metric="test.acc", subject=subject,
+def claim(says, subject=trials("new"), reference=trials("base"), metric="test.acc", **extra):
+    return claims.Claim(id="t-claim", notebook="99", says=says, metric=metric, subject=subject,
                         reference=reference, what="test accuracy", subject_label="new", reference_label="base",
                         **extra)
 
@@ -45,6 +45,44 @@ def test_single_runs_are_judged_against_the_seed_noise_band(stored):
     near = claims.evaluate(claim("no difference", subject=("same_trial0",), reference=("base_trial0",),
                                  noise=trials("base")), stored)
     assert near.holds and "seed-noise band ±2.00 from 3 seeds" in near.wording()
+
+
+def test_a_reference_stored_under_another_metric_is_read_there_with_its_noise(stored):
+    results.write_json({"results": {"name": "other", "charged": 0.99}}, stored / "99_other.json")
+    evaluation = claims.evaluate(claim("higher", subject=("other",), reference=("base_trial0",), noise=trials("base"),
+                                       metric="charged", reference_metric="test.acc"), stored)
+    assert evaluation.reference == [0.90] and evaluation.uncertainty == pytest.approx(0.02) and evaluation.holds
+    paired = claims.evaluate(claim("higher", subject=("one",), reference=("one",), metric="a", reference_metric="b"),
+                             _paired_lists(stored))
+    assert paired.method == "seeds" and paired.subject == [2.0, 3.0, 4.5] and paired.holds
+
+
+def test_undefined_values_drop_their_pair_and_prompts_are_named_as_such(stored):
+    nan = float("nan")
+    record = {"results": {"name": "gen", "a": [2.0, nan, 3.0, 4.5, 5.0], "b": [1.0, 1.0, nan, 3.4, 4.1]}}
+    results.write_json(record, stored / "99_gen.json")
+    paired = claims.evaluate(claim("higher", subject=("gen",), reference=("gen",), metric="a", reference_metric="b",
+                                   unit="prompts"), stored)
+    assert paired.subject == [2.0, 4.5, 5.0] and paired.reference == [1.0, 3.4, 4.1]
+    assert "3 prompts each, paired t-test" in paired.wording()
+    record["results"]["a"][3] = nan
+    results.write_json(record, stored / "99_gen.json")
+    with pytest.raises(claims.ClaimError, match="only 2 prompts have both values"):
+        claims.evaluate(claim("higher", subject=("gen",), reference=("gen",), metric="a", reference_metric="b",
+                              unit="prompts"), stored)
+
+
+def test_unpaired_sides_get_welchs_test(stored):
+    store(stored, "99", "extra", 0.97)
+    evaluation = claims.evaluate(claim("higher", subject=(*trials("new"), "extra"), paired=False), stored)
+    assert evaluation.method == "welch" and evaluation.holds and "4 vs 3 seeds, Welch t-test" in evaluation.wording()
+
+
+def _paired_lists(results_dir):
+    """One record holding two lists of per-prompt values (a generation study): paired by position."""
+    record = {"results": {"name": "one", "a": [2.0, 3.0, 4.5], "b": [1.0, 1.9, 3.4]}}
+    results.write_json(record, results_dir / "99_one.json")
+    return results_dir
 
 
 def test_a_claim_without_seeds_or_noise_band_cannot_be_checked(stored):
