@@ -21,6 +21,36 @@ def model_summary(model: nn.Module) -> dict:
             "memory_bytes": model_memory_bytes(model)}
 
 
+def _describe(layer: nn.Module) -> str:
+    """'Conv2d 3→64, 5×5', 'BatchNorm2d 64', 'Linear 512→43', 'MaxPool2d 2×2', 'ELU'."""
+    if isinstance(layer, nn.Conv2d):
+        return f"Conv2d {layer.in_channels}→{layer.out_channels}, {'×'.join(map(str, layer.kernel_size))}" + \
+            ("" if layer.bias is not None else ", no bias")
+    if isinstance(layer, nn.Linear):
+        return f"Linear {layer.in_features}→{layer.out_features}"
+    if isinstance(layer, nn.modules.batchnorm._BatchNorm):
+        return f"{type(layer).__name__} {layer.num_features}"
+    if isinstance(layer, nn.MaxPool2d):
+        return f"MaxPool2d {layer.kernel_size}×{layer.kernel_size}"
+    return type(layer).__name__
+
+
+@torch.no_grad()
+def layer_table(model: nn.Module, input_shape: tuple) -> list:
+    """One row per leaf layer in execution order: its description, output shape (without the batch) and
+    parameters, read from a forward pass of one zero input, so the table cannot disagree with the model."""
+    rows, hooks = [], []
+    for layer in (m for m in model.modules() if not list(m.children())):
+        hooks.append(layer.register_forward_hook(lambda mod, _, out: rows.append(
+            {"layer": _describe(mod), "output": "×".join(map(str, out.shape[1:])), "params": count_parameters(mod)})))
+    try:
+        model.eval()(torch.zeros(1, *input_shape))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return rows
+
+
 def conv_bn_act(c_in: int, c_out: int, kernel: int, batch_norm: bool, activation=nn.ELU, padding: int = 0):
     """conv -> [BN] -> activation, with BN between the convolution and the non-linearity (Ioffe & Szegedy);
     the convolution then needs no bias, since BN's shift replaces it."""

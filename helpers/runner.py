@@ -20,6 +20,7 @@ CHECKPOINT_ENV = "CHECKPOINT_DIR"  # where training checkpoints go instead of OU
 # name -> accepted types; every notebook's `parameters` cell declares these (plus its own extras).
 COMMON_PARAMETERS = {"SEED": (int,), "PROFILE": (str,), "DATA_ROOT": (str, type(None)), "DEVICE": (str,),
                      "OUTPUT_DIR": (str, type(None)), "TRAIN": (bool,), "RETRAIN": (list, type(None))}
+DESCRIPTION_HEADER = "% rows from the code, not from runs\n"  # see Run.write_description
 # Upper-case names a notebook may hold before its parameters are checked (the Colab set-up cell).
 NOT_PARAMETERS = {"IN_COLAB"}
 LITERAL_TYPES = (int, float, str, bool, type(None), list, tuple, dict)  # what papermill can inject
@@ -155,6 +156,21 @@ class Run:
                                    self.path("tables", f"{self.notebook}_{name}.tex"),
                                    note=self.profile_note(files=stored),
                                    sources=[f"{self.notebook}_{n}" for n in names])
+
+    def write_description(self, name: str, rows: list, columns: dict, caption: str) -> Path:
+        """A table that describes code rather than runs (e.g. a model's layers): no profile note, and a header
+        that tells the caption test there are no records to check."""
+        path = self.path("tables", f"{self.notebook}_{name}.tex")
+        path.write_text(DESCRIPTION_HEADER + results.latex_table(rows, columns, caption, f"tab:{self.notebook}-{name}"),
+                        encoding="utf-8")
+        return path
+
+    def write_verbatim(self, name: str, text: str) -> Path:
+        """`report/generated/<nb>_<name>.tex`: code as the report prints it (e.g. a before/after snippet)."""
+        path = self.path("tables", f"{self.notebook}_{name}.tex")
+        path.write_text(f"{DESCRIPTION_HEADER}\\begin{{verbatim}}\n{text.rstrip()}\n\\end{{verbatim}}\n",
+                        encoding="utf-8")
+        return path
 
     def stored_file(self, name: str) -> dict:
         """A stored results file as a whole: results, budget, environment."""

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from helpers import results
-from helpers.runner import recipe_name
+from helpers.runner import DESCRIPTION_HEADER, recipe_name
 from helpers.repro import PROJECT_ROOT
 
 TABLES = sorted(p for p in (PROJECT_ROOT / "report" / "generated").glob("*.tex") if "\\begin{table}" in p.read_text())
@@ -54,6 +54,9 @@ def records_of(tex: str, table: Path) -> list:
 @pytest.mark.parametrize("table", TABLES, ids=[p.stem for p in TABLES])
 def test_caption_states_what_the_rows_records_say(table):
     tex = table.read_text()
+    if tex.startswith(DESCRIPTION_HEADER):  # describes code (a model's layers): it must not claim a profile
+        assert "Profile" not in caption_of(tex) and "% rows from results" not in tex
+        return
     caption, files = caption_of(tex), records_of(tex, table)
     rows = [f["results"] for f in files]
     data = [r.get("data") or {} for r in rows]

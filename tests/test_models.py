@@ -40,3 +40,13 @@ def test_spatial_transformer_starts_as_the_identity_and_learns_a_warp():
     with_stn = models.SignNet(spatial_transformer=True)
     assert isinstance(with_stn.features[0], models.SpatialTransformer)
     assert with_stn(x).shape == (2, 43)
+
+
+def test_layer_table_follows_the_forward_pass_and_adds_up():
+    baseline = models.layer_table(models.TrafficSignCNN(batch_norm=False), (3, 28, 28))
+    assert [r["layer"] for r in baseline] == ["Conv2d 3→64, 5×5", "ELU", "MaxPool2d 2×2", "Conv2d 64→32, 5×5", "ELU",
+                                             "MaxPool2d 2×2", "Flatten", "Linear 512→43"]
+    assert [r["output"] for r in baseline][-2:] == ["512", "43"] and baseline[2]["output"] == "64×12×12"
+    assert sum(r["params"] for r in baseline) == models.count_parameters(models.TrafficSignCNN()) == 78_155
+    with_bn = models.layer_table(models.TrafficSignCNN(batch_norm=True), (3, 28, 28))
+    assert with_bn[0]["layer"] == "Conv2d 3→64, 5×5, no bias" and with_bn[1]["layer"] == "BatchNorm2d 64"

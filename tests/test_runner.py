@@ -201,3 +201,12 @@ def test_summary_records_wall_time_peak_memory_and_what_was_computed(tmp_path):
     assert summary["peak_memory_gb"] >= before / 1e9 - 0.01 and summary["peak_memory_gb"] >= 0.064
     assert summary["train"] is False and summary["retrain"] == ["x"] and summary["seconds"] >= 0
     del block
+
+
+def test_descriptions_of_code_carry_no_profile_and_say_so(tmp_path):
+    run = runner.start(dict(GOOD, OUTPUT_DIR=str(tmp_path)), "03")
+    table = run.write_description("layers", [{"layer": "Linear 512→43", "params": 22_059}],
+                                  {"layer": "layer", "params": "parameters"}, caption="The model.").read_text()
+    assert table.startswith(runner.DESCRIPTION_HEADER) and "Profile" not in table and "22{,}059" in table
+    snippet = run.write_verbatim("change", "- adam\n+ adamw\n").read_text()
+    assert snippet.endswith("\\begin{verbatim}\n- adam\n+ adamw\n\\end{verbatim}\n")
