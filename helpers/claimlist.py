@@ -2,7 +2,7 @@
 
 A claim names its runs without the notebook prefix; `says` is what the prose would state. The report
 uses the generated wording (\\Claim<Id> macros from report/generated/<nb>_claims_macros.tex) instead of
-typing the comparison. Single-seed studies (notebooks 01, 02, 05 today) state no comparison until
+typing the comparison. Single-seed studies (notebooks 01 and 02 today) state no comparison until
 their reference is repeated over >= 3 seeds to give a noise band.
 """
 from __future__ import annotations
@@ -79,6 +79,9 @@ CLAIMS += [
     *[_vs_lstm2(run, says) for run, says in (("rnn", "higher"), ("lstm1", "higher"), ("gru2", "lower"))],
     *[_vs_lstm2(run, says, reference=LM_DEPTH_REFERENCE) for run, says in (("depth_lstm3", "higher"),
                                                                              ("depth_lstm3_dropout_ln", "lower"))],
+    Claim(id="05-rnn-vs-lstm1-test", notebook="05", says="no difference", metric="test.loss", subject=("rnn",),
+          reference=("lstm1",), noise=LM_REFERENCE, what="test loss (nats/char)", subject_label="the vanilla RNN",
+          reference_label="the 1-layer LSTM", percent=False),
     _vs_lstm2("depth_lstm3", "higher", reference=LM_DEPTH_REFERENCE, metric="history.epochs[-1].train_loss",
               tag="train", what="training loss in its last epoch (nats/char)"),
     _vs_lstm2("word_charged", "no difference", metric="charged", reference_metric="test.loss",
@@ -93,6 +96,10 @@ CLAIMS += [
             reference_label="the same model on a split by random pieces")
       for tag, metric, what in (("val", "history.best_value", "validation loss (nats/char)"),
                                 ("test", "test.loss", "test loss (nats/char)"))],
+    Claim(id="05-gap-chunks-novel", notebook="05", says="no difference", metric="test.chunk_novel_share",
+          subject=("split_gap",), reference=("split_gap",), reference_metric="val.chunk_novel_share", paired=False,
+          unit="stretches of 5,000 characters", what="share of characters in words unseen in training",
+          subject_label="the test slice", reference_label="the validation slice"),
     _generated("beam-repeats", "settings.beam5", "settings.T100_p100", "higher", "repetition_4",
                "beam search (k = 5)", "sampling at T = 1"),
     _generated("cold-spells", "settings.T050_p100", "settings.T100_p100", "higher", "spelling",

@@ -83,11 +83,11 @@ class Evaluation:
         return self._show(mean) if len(values) < 2 else f"{self._show(mean)} ± {self._show(sample_sd(values))}"
 
     def evidence(self) -> str:
+        p = "p < 0.001" if self.uncertainty < 0.001 else f"p = {self.uncertainty:.3f}"
         if self.method == "seeds":
-            return f"{len(self.subject)} {self.claim.unit} each, paired t-test p = {self.uncertainty:.3f}"
+            return f"{len(self.subject)} {self.claim.unit} each, paired t-test {p}"
         if self.method == "welch":
-            return (f"{len(self.subject)} vs {len(self.reference)} {self.claim.unit}, Welch t-test "
-                    f"p = {self.uncertainty:.3f}")
+            return f"{len(self.subject)} vs {len(self.reference)} {self.claim.unit}, Welch t-test {p}"
         return f"single runs; seed-noise band ±{self._show(self.uncertainty)} from {len(self.claim.noise)} seeds"
 
     def wording(self) -> str:

@@ -290,4 +290,5 @@ def plot_scatter(groups: dict, xlabel: str = "", ylabel: str = "", title: str = 
         ax.scatter(x, y, label=label, marker=marker, color=color, s=18)
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     ax.legend(frameon=False)
+    fig.tight_layout()  # keeps the axis labels inside the figure, above the profile note
     return fig

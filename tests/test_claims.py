@@ -120,3 +120,10 @@ def test_the_committed_claims_hold_and_the_known_wrong_statements_come_out_right
     assert evaluations["03-bn-adamw-vs-adamw-epoch-one"].difference < 0
     assert evaluations["03-bn-adamw-test"].verdict == "no difference"
     assert report.claim_problems(report.PROJECT_ROOT / "results", report.REPORT_DIR / "generated") == []
+
+
+def test_tiny_p_values_are_not_printed_as_zero():
+    evaluation = claims.Evaluation(claim("higher"), "higher", "seeds", [1.0] * 3, [0.0] * 3, 1.0, 1e-6)
+    assert "paired t-test p < 0.001" in evaluation.wording()
+    assert "p = 0.012" in claims.Evaluation(claim("higher"), "higher", "seeds", [1.0] * 3, [0.0] * 3, 1.0,
+                                            0.012).wording()
