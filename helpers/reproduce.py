@@ -17,7 +17,7 @@ from .results import sample_sd
 from .profiles import PROFILES
 from .repro import PROJECT_ROOT
 from .results import read_json, write_json
-from .runner import default_output_dir
+from .runner import default_output_dir, summary_path
 
 NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
 
@@ -67,8 +67,9 @@ def execute(path: Path, parameters: dict, executed_dir: Path, progress_bar: bool
     except Exception as error:  # kernel died, bad notebook file, ...: report it like a failed cell
         outcome.update(status="failed", error=f"{type(error).__name__}: {error}")
     outcome["seconds"] = round(time.perf_counter() - started, 1)
-    summary = Path(parameters.get("OUTPUT_DIR") or default_output_dir(parameters["PROFILE"])) / "results" / \
-        f"{path.name[:2]}_summary.json"
+    replay = not parameters.get("TRAIN", True) and not parameters.get("RETRAIN")
+    summary = summary_path(parameters.get("OUTPUT_DIR") or default_output_dir(parameters["PROFILE"]), path.name[:2],
+                           replay)
     fresh = summary.exists() and summary.stat().st_mtime >= wall_start  # written by this run, not an older one
     outcome["metrics"] = read_json(summary)["metrics"] if fresh and outcome["status"] == "ok" else {}
     return outcome

@@ -201,12 +201,18 @@ class Run:
 
     def summary(self, metrics: dict) -> Path:
         """Key numbers for `python -m helpers.reproduce`'s closing table, with the run's wall time and the peak
-        resident memory of this process (the notebook's kernel) so far: what a Colab runtime must hold."""
+        resident memory of this process (the notebook's kernel) so far: what a Colab runtime must hold. A pure
+        replay writes them under runs/replays/, so it never overwrites the summary of the run that trained."""
+        path = summary_path(self.output_dir, self.notebook, replay=not self.train and not self.params.get("RETRAIN"))
         return results.write_json({"notebook": self.notebook, "profile": self.profile, "metrics": metrics,
                                    "seconds": round(time.time() - self.started, 1),
                                    "peak_memory_gb": round(peak_memory_bytes() / 1e9, 2), "train": self.train,
-                                   "retrain": self.params.get("RETRAIN") or []},
-                                  self.path("results", f"{self.notebook}_summary.json"))
+                                   "retrain": self.params.get("RETRAIN") or []}, path)
+
+
+def summary_path(output_dir: Path, notebook: str, replay: bool) -> Path:
+    """Where a run's summary goes: results/ for a run that computed something, runs/replays/ for a replay."""
+    return Path(output_dir) / ("runs/replays" if replay else "results") / f"{notebook}_summary.json"
 
 
 def peak_memory_bytes() -> int:

@@ -210,3 +210,12 @@ def test_descriptions_of_code_carry_no_profile_and_say_so(tmp_path):
     assert table.startswith(runner.DESCRIPTION_HEADER) and "Profile" not in table and "22{,}059" in table
     snippet = run.write_verbatim("change", "- adam\n+ adamw\n").read_text()
     assert snippet.endswith("\\begin{verbatim}\n- adam\n+ adamw\n\\end{verbatim}\n")
+
+
+def test_a_pure_replay_never_overwrites_the_summary_of_the_run_that_trained(tmp_path):
+    trained = runner.start(dict(GOOD, OUTPUT_DIR=str(tmp_path)), "04").summary({"dice": 0.97})
+    replayed = runner.start(dict(GOOD, OUTPUT_DIR=str(tmp_path), TRAIN=False), "04").summary({"dice": 0.97})
+    assert trained == tmp_path / "results" / "04_summary.json" and results.read_json(trained)["train"] is True
+    assert replayed == tmp_path / "runs" / "replays" / "04_summary.json"
+    partial = runner.start(dict(GOOD, OUTPUT_DIR=str(tmp_path), TRAIN=False, RETRAIN=["elu"]), "04").summary({})
+    assert partial == trained and results.read_json(partial)["retrain"] == ["elu"]
