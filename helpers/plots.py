@@ -280,9 +280,6 @@ def plot_bars(values: dict, errors: dict | None = None, ylabel: str = "", title:
     return fig
 
 
-set_style()
-
-
 def plot_scatter(groups: dict, xlabel: str = "", ylabel: str = "", title: str = ""):
     """Points of several groups ({label: (x values, y values)}), one colour and marker per group."""
     fig, ax = plt.subplots(figsize=figsize(0.6, 0.7))
@@ -292,3 +289,7 @@ def plot_scatter(groups: dict, xlabel: str = "", ylabel: str = "", title: str = 
     ax.legend(frameon=False)
     fig.tight_layout()  # keeps the axis labels inside the figure, above the profile note
     return fig
+
+
+set_style()
+

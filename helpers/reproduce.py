@@ -13,10 +13,9 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from .results import sample_sd
 from .profiles import PROFILES
 from .repro import PROJECT_ROOT
-from .results import read_json, write_json
+from .results import read_json, sample_sd, write_json
 from .runner import default_output_dir, summary_path
 
 NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"

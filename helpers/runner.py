@@ -160,16 +160,15 @@ class Run:
     def write_description(self, name: str, rows: list, columns: dict, caption: str) -> Path:
         """A table that describes code rather than runs (e.g. a model's layers): no profile note, and a header
         that tells the caption test there are no records to check."""
-        path = self.path("tables", f"{self.notebook}_{name}.tex")
-        path.write_text(DESCRIPTION_HEADER + results.latex_table(rows, columns, caption, f"tab:{self.notebook}-{name}"),
-                        encoding="utf-8")
-        return path
+        return self._write_from_code(name, results.latex_table(rows, columns, caption, f"tab:{self.notebook}-{name}"))
 
     def write_verbatim(self, name: str, text: str) -> Path:
         """`report/generated/<nb>_<name>.tex`: code as the report prints it (e.g. a before/after snippet)."""
+        return self._write_from_code(name, f"\\begin{{verbatim}}\n{text.rstrip()}\n\\end{{verbatim}}\n")
+
+    def _write_from_code(self, name: str, tex: str) -> Path:
         path = self.path("tables", f"{self.notebook}_{name}.tex")
-        path.write_text(f"{DESCRIPTION_HEADER}\\begin{{verbatim}}\n{text.rstrip()}\n\\end{{verbatim}}\n",
-                        encoding="utf-8")
+        path.write_text(DESCRIPTION_HEADER + tex, encoding="utf-8")
         return path
 
     def stored_file(self, name: str) -> dict:
