@@ -41,8 +41,10 @@ DATASETS = {
         "DATA_ROOT/cifar-10-batches-py/ (torchvision CIFAR10) or DATA_ROOT/cifar10/{train,test}/<class>/*.jpg "
         "(ImageFolder)",
         "pass download=True (torchvision downloads it), or `bash ../shared/data/prepare.sh data` offline"),
-    "cifar100": DatasetInfo("DATA_ROOT/cifar-100-python/ (torchvision CIFAR100)",
-                            "pass download=True (torchvision downloads it)"),
+    "cifar100": DatasetInfo(
+        "DATA_ROOT/cifar-100-python/ (torchvision CIFAR100) or DATA_ROOT/cifar100/{train,test}/<fine class>/*.jpg "
+        "(ImageFolder; folder names sorted = the official label ids)",
+        "pass download=True (torchvision downloads it), or `bash ../shared/data/prepare.sh data` offline"),
     "gtsrb": DatasetInfo(
         "DATA_ROOT/gtsrb/GTSRB/Training/000NN/*.ppm, DATA_ROOT/gtsrb/GTSRB/Final_Test/Images/*.ppm and "
         "DATA_ROOT/gtsrb/GT-final_test.csv (torchvision GTSRB)",
@@ -201,17 +203,20 @@ def _cached(root: Path, key: str, samples: list, build) -> dict:
 
 
 def load_cifar(root=None, split: str = "train", download: bool = False, num_classes: int = 10) -> ImageSet:
-    """CIFAR-10/100 from torchvision's binary layout, or CIFAR-10 from an ImageFolder tree."""
+    """CIFAR-10/100 from torchvision's binary layout (downloaded when absent and `download`), or from an
+    ImageFolder tree DATA_ROOT/cifar10|cifar100/<split>/<class>/ when the binary layout is absent."""
     from torchvision.datasets import CIFAR10, CIFAR100
 
     root = resolve_data_root(root)
     if split not in ("train", "test"):
         raise ValueError(f"split={split!r}: CIFAR has 'train' and 'test'")
+    if num_classes not in (10, 100):
+        raise ValueError(f"num_classes={num_classes}: CIFAR has 10 or 100 classes")
     name, cls, folder = (("cifar10", CIFAR10, "cifar-10-batches-py") if num_classes == 10
                          else ("cifar100", CIFAR100, "cifar-100-python"))
-    tree = root / "cifar10" / split
-    if not (root / folder).exists() and num_classes == 10 and tree.is_dir():
-        return _load_image_folder(root, tree, f"cifar10-{split}")
+    tree = root / name / split
+    if not (root / folder).exists() and tree.is_dir():
+        return _load_image_folder(root, tree, f"{name}-{split}")
     if not (root / folder).exists() and not download:
         raise missing(name, root)
     dataset = _torchvision(name, root, lambda: cls(root=str(root), train=split == "train", download=download))
@@ -456,15 +461,44 @@ def group_holdout_split(groups: torch.Tensor, fraction: float = 0.2, seed: int =
     return torch.nonzero(~held).flatten(), torch.nonzero(held).flatten()
 
 
+def stratified_group_split(groups: torch.Tensor, labels: torch.Tensor, fraction: float = 0.2,
+                           seed: int = 2023) -> tuple:
+    """`group_holdout_split` done class by class: each class holds out round(fraction x its groups) of its own
+    groups, at least one when it has two or more, so every such class is validated (a random split by group
+    can leave a rare class without any validation group). Each group must carry a single label."""
+    unique, first = _first_of_each(groups)
+    group_labels = labels[first]
+    if not torch.equal(group_labels[torch.searchsorted(unique, groups)], labels):
+        raise ValueError("a group holds images of several classes: split by group without stratifying")
+    held_groups = []
+    for k, c in enumerate(torch.unique(group_labels).tolist()):
+        members = unique[group_labels == c]
+        n_val = max(1, round(len(members) * fraction)) if len(members) > 1 else 0
+        order = torch.randperm(len(members), generator=make_generator(seed + k))
+        held_groups.append(members[order[len(members) - n_val:]])
+    held = torch.isin(groups, torch.cat(held_groups))
+    return torch.nonzero(~held).flatten(), torch.nonzero(held).flatten()
+
+
+def _first_of_each(values: torch.Tensor) -> tuple:
+    """The sorted unique values and, for each, the index of its first occurrence."""
+    unique, inverse = torch.unique(values, return_inverse=True)
+    first = torch.full((len(unique),), len(values), dtype=torch.long)
+    first.scatter_reduce_(0, inverse, torch.arange(len(values)), reduce="amin")
+    return unique, first
+
+
 # ----------------------------------------------------------------------------------------------
 # Synthetic stand-ins for the smoke profile (same shapes and dtypes as the real sets)
 
 
 def synthetic_images(n: int, num_classes: int, size: int = 32, channels: int = 3, seed: int = 2023,
-                     group_size: int = 10) -> ImageSet:
+                     group_size: int | None = None) -> ImageSet:
     """Images whose class is a colour plus a smooth pattern, under noise: learnable within a few steps,
     and the colour survives flips and crops. The class templates depend only on the number of classes
-    and the image shape, so sets drawn with different seeds (train, test) share their classes."""
+    and the image shape, so sets drawn with different seeds (train, test) share their classes. With `group_size`,
+    runs of that many consecutive images form groups of one class each (like GTSRB's tracks); without, each image
+    draws its own class and groups of 10 are mere ids."""
     classes = make_generator(num_classes * 1_000 + channels)
     colours = torch.rand(num_classes, channels, 1, 1, generator=classes)
     patterns = torch.rand(num_classes, channels, 4, 4, generator=classes)
@@ -472,9 +506,11 @@ def synthetic_images(n: int, num_classes: int, size: int = 32, channels: int = 3
     patterns = torch.nn.functional.interpolate(patterns, size=(size, size), mode="bilinear", align_corners=False)
     templates = 0.6 * colours + 0.4 * patterns
     labels = torch.randint(num_classes, (n,), generator=generator)
+    if group_size:
+        labels = labels[torch.arange(n) // group_size * group_size]
     noise = torch.rand(n, channels, size, size, generator=generator)
     images = (0.7 * templates[labels] + 0.3 * noise).mul(255).round().to(torch.uint8)
-    groups = torch.arange(n) // group_size
+    groups = torch.arange(n) // (group_size or 10)
     return ImageSet(images, labels, [f"class{c}" for c in range(num_classes)], groups, {"synthetic": True})
 
 

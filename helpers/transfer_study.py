@@ -42,12 +42,12 @@ class PetImages:
         if self.synthetic:
             trainval = data.synthetic_images(self.train_limit, BREEDS, size=size, seed=self.seed)
             return trainval, data.synthetic_images(self.test_limit, BREEDS, size=size, seed=self.seed + 1)
-        return (data.load_pets(self.data_root, "trainval", size=size, resize=resize),
-                data.load_pets(self.data_root, "test", size=size, resize=resize))
+        return (data.load_pets(self.data_root, "trainval", size=size, resize=resize, download=True),
+                data.load_pets(self.data_root, "test", size=size, resize=resize, download=True))
 
     def is_dog(self) -> torch.Tensor:
         """Per breed, whether it is a dog breed."""
-        return torch.arange(BREEDS) >= CAT_BREEDS if self.synthetic else data.pets_is_dog(self.data_root)
+        return torch.arange(BREEDS) >= CAT_BREEDS if self.synthetic else data.pets_is_dog(self.data_root, download=True)
 
 
 @dataclass(frozen=True)
@@ -282,7 +282,8 @@ def other_task(data_root, size: int, synthetic: bool, images: int | None, seed: 
         print(f"Flowers-102 unavailable ({type(error).__name__}); CIFAR-10 stands in")
     if synthetic:
         return "synthetic stand-in", data.synthetic_images(images, 10, size=size, seed=seed + 2)
-    return "CIFAR-10 (upsampled)", upsampled(data.load_cifar(data_root, "train").limit(images, seed), size)
+    cifar = data.load_cifar(data_root, "train", download=True)
+    return "CIFAR-10 (upsampled)", upsampled(cifar.limit(images, seed), size)
 
 
 def upsampled(images: ImageSet, size: int) -> ImageSet:

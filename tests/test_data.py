@@ -31,6 +31,24 @@ def test_group_split_keeps_groups_whole():
     assert len(val) == 60 and len(train) + len(val) == 300
 
 
+def test_stratified_group_split_validates_every_class_with_two_groups():
+    groups = torch.arange(330) // 30                     # 11 groups of 30
+    labels = torch.tensor([0] * 8 + [1] * 2 + [2])[groups]  # class 0: 8 groups, class 1: 2, class 2: 1
+    train, val = data.stratified_group_split(groups, labels, 0.2, seed=2023)
+    assert set(groups[train].tolist()).isdisjoint(groups[val].tolist())
+    assert sorted(train.tolist() + val.tolist()) == list(range(330))
+    held = labels[val].unique(return_counts=True)
+    assert held[0].tolist() == [0, 1] and held[1].tolist() == [60, 30]  # round(1.6) = 2 groups; at least 1; none
+    assert torch.equal(val, data.stratified_group_split(groups, labels, 0.2, seed=2023)[1])
+    assert not torch.equal(val, data.stratified_group_split(groups, labels, 0.2, seed=7)[1])
+
+
+def test_stratified_group_split_refuses_a_group_of_two_classes():
+    groups, labels = torch.tensor([0, 0, 1, 1]), torch.tensor([0, 1, 1, 1])
+    with pytest.raises(ValueError, match="several classes"):
+        data.stratified_group_split(groups, labels)
+
+
 def test_bad_fraction_is_refused():
     with pytest.raises(ValueError, match="strictly between 0 and 1"):
         data.holdout_split(10, 1.0)

@@ -19,6 +19,14 @@ def test_cifar10_sizes_classes(data_root):
     assert len(train) == 50000 and train.class_counts().tolist() == [5000] * 10
 
 
+def test_cifar100_reads_the_image_folder_with_official_label_ids(data_root):
+    require(data_root / "cifar100", "CIFAR-100")
+    test = data.load_cifar(data_root, "test", num_classes=100)
+    assert test.images.shape == (10000, 3, 32, 32) and len(test.classes) == 100
+    assert test.class_counts().tolist() == [100] * 100
+    assert test.classes[:3] == ["apple", "aquarium_fish", "baby"] and test.classes[-1] == "worm"  # official ids 0-2, 99
+
+
 def test_gtsrb_sizes_classes_tracks(data_root):
     require(data_root / "gtsrb", "GTSRB")
     train, test = data.load_gtsrb(data_root, "train"), data.load_gtsrb(data_root, "test")
@@ -28,6 +36,9 @@ def test_gtsrb_sizes_classes_tracks(data_root):
     assert tracks.min() >= 1 and tracks.max() == 30 and len(tracks) > 1000
     t, v = data.group_holdout_split(train.groups)
     assert abs(len(v) / len(train) - 0.2) < 0.03
+    assert len(train.labels[v].unique()) < 43  # a random track split leaves rare classes unvalidated ...
+    t, v = data.stratified_group_split(train.groups, train.labels)
+    assert len(train.labels[v].unique()) == 43 and abs(len(v) / len(train) - 0.2) < 0.03  # ... this one does not
 
 
 def test_pets_sizes_classes(data_root):
