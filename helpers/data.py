@@ -575,6 +575,7 @@ class TensorLoader:
         self.std = torch.as_tensor(std if std is not None else [1.0] * channels).view(1, -1, 1, 1).to(self.device)
         self.generator = make_generator(seed)
         self.meta = describe(data)
+        self.classes = list(getattr(data, "classes", None) or []) or None
 
     def __len__(self) -> int:
         n = len(self.labels)

@@ -264,8 +264,9 @@ def sha256(path: str | os.PathLike) -> str:
 
 
 def save_weights(model: nn.Module, name: str, weights_dir, *, notebook: str, metric: dict | None = None,
-                 profile: str = "") -> dict:
-    """Save the state_dict as `<weights_dir>/<name>.pt` and record it in `manifest.json`."""
+                 profile: str = "", preprocessing: dict | None = None) -> dict:
+    """Save the state_dict as `<weights_dir>/<name>.pt` and record it in `manifest.json` with what rebuilds it
+    (architecture, config) and what its inputs need (`preprocessing`, see helpers.weights.Preprocess)."""
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise ValueError(f"weights name {name!r}: use letters, digits, '_', '-' and '.' only")
     weights_dir = Path(weights_dir)
@@ -277,7 +278,7 @@ def save_weights(model: nn.Module, name: str, weights_dir, *, notebook: str, met
     os.replace(tmp, path)
     entry = {**model_summary(model), "file": path.name, "notebook": notebook, "profile": profile,
              "metric": metric or {}, "sha256": sha256(path), "bytes": path.stat().st_size,
-             "config": getattr(model, "config", None)}
+             "config": getattr(model, "config", None), "preprocessing": preprocessing or {}}
     manifest = read_manifest(weights_dir)
     manifest[name] = entry
     write_json(manifest, weights_dir / "manifest.json")

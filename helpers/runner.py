@@ -15,6 +15,7 @@ from .models import model_summary
 from .profiles import PROFILES, budget, recipe
 from .repro import PROJECT_ROOT, environment, keep_freed_memory, resolve_device, seed_everything
 from .training import History, TrainConfig, evaluate, fit
+from .weights import preprocessing_of
 
 CHECKPOINT_ENV = "CHECKPOINT_DIR"  # where training checkpoints go instead of OUTPUT_DIR/checkpoints
 # name -> accepted types; every notebook's `parameters` cell declares these (plus its own extras).
@@ -133,16 +134,19 @@ class Run:
                   "recipe": self.recipe, "environment": self.environment, "results": data}
         return results.write_json(record, self.path("results", f"{self.notebook}_{name}.json"))
 
-    def save_weights(self, model, name: str, metric: dict | None = None) -> dict:
+    def save_weights(self, model, name: str, metric: dict | None = None, preprocessing: dict | None = None) -> dict:
         return results.save_weights(model, f"{self.notebook}_{name}", self.path("weights"), notebook=self.notebook,
-                                    metric=metric, profile=self.profile)
+                                    metric=metric, profile=self.profile, preprocessing=preprocessing)
 
     def load_weights(self, model, name: str) -> dict:
         return results.load_weights(model, f"{self.notebook}_{name}", self.path("weights"), map_location=self.device)
 
-    def keep_weights(self, model, name: str, metric: dict | None = None) -> dict:
-        """Store a chosen model's weights when training; load them into `model` on the TRAIN=False path."""
-        return self.save_weights(model, name, metric) if self.train else self.load_weights(model, name)
+    def keep_weights(self, model, name: str, metric: dict | None = None, preprocessing: dict | None = None) -> dict:
+        """Store a chosen model's weights when training; load them into `model` on the TRAIN=False path.
+        `preprocessing`: what its inputs need (`weights.preprocessing_of(test_loader)`), so the file stands alone."""
+        if self.train:
+            return self.save_weights(model, name, metric, preprocessing)
+        return self.load_weights(model, name)
 
     def write_table(self, name: str, rows: list, columns: dict, caption: str, records: list) -> Path:
         """`report/generated/<nb>_<name>.tex`. Its caption ends with what the rows' own records say (data,
@@ -235,7 +239,8 @@ class Outcome:
 
 
 def run_experiment(run: Run, name: str, build_model, config: TrainConfig, train_loader, val_loader, test_loader,
-                   *, task=None, seed: int | None = None, keep_weights: bool = False, param_groups=None) -> Outcome:
+                   *, task=None, seed: int | None = None, keep_weights: bool = False, param_groups=None,
+                   preprocessing: dict | None = None) -> Outcome:
     """Train one named configuration through the shared loop (resuming its checkpoint), test it once,
     and store its history, test metrics and model size in results/<nb>_<name>.json.
 
@@ -258,7 +263,8 @@ def run_experiment(run: Run, name: str, build_model, config: TrainConfig, train_
                   "data": getattr(train_loader, "meta", None)}
         run.save_results(name, record)
         if keep_weights:
-            run.save_weights(model, name, metric={f"test_{k}": v for k, v in test.items()})
+            run.save_weights(model, name, metric={f"test_{k}": v for k, v in test.items()},
+                             preprocessing=preprocessing or preprocessing_of(test_loader or val_loader))
         return Outcome(name, model, history, test, record)
     record = run.stored(name)
     if keep_weights:

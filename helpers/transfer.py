@@ -130,7 +130,16 @@ class TransferNet(nn.Module):
         backbone, source = load_pretrained(name, **weights)
         model = cls(*backbone_blocks(name, backbone), num_classes, dropout)
         model.weights_source, model.backbone_name = source, name
+        model.config = dict(backbone=name, num_classes=num_classes, dropout=dropout)
         # channels-last runs MobileNetV2's depthwise convolutions about twice as fast on the CPU (oneDNN)
+        return model.to(memory_format=torch.channels_last)
+
+    @classmethod
+    def from_config(cls, config: dict) -> "TransferNet":
+        """The architecture of `pretrained(**config)` with random weights (a weights file fills them in)."""
+        name = config["backbone"]
+        model = cls(*backbone_blocks(name, build_backbone(name)), config["num_classes"], config["dropout"])
+        model.backbone_name, model.config = name, dict(config)
         return model.to(memory_format=torch.channels_last)
 
     def forward(self, x):
@@ -325,6 +334,11 @@ class FromBlock(nn.Module):
     def __init__(self, model: TransferNet, start: int):
         super().__init__()
         self.model, self.start = model, start
+        self.config = dict(model=getattr(model, "config", None), start=start)
+
+    @classmethod
+    def from_config(cls, config: dict) -> "FromBlock":
+        return cls(TransferNet.from_config(config["model"]), config["start"])
 
     def forward(self, x):
         return self.model.forward_from(x, self.start)

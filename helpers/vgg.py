@@ -106,6 +106,11 @@ class CifarNet(nn.Module):
                  patch: int = 2, image_size: int = 32, init: str = "he_uniform"):
         super().__init__()
         self._check(head, downsample, dropout_order, stem, init)
+        self.config = dict(widths=list(widths), num_classes=num_classes, norm=norm,
+                           dropout=list(dropout) if isinstance(dropout, (list, tuple)) else dropout,
+                           dropout_order=dropout_order, head=head, dense=dense, downsample=downsample,
+                           residual=residual, blocks_per_stage=blocks_per_stage, se=se, stem=stem, patch=patch,
+                           image_size=image_size, init=init)
         rates = list(dropout) if isinstance(dropout, (list, tuple)) else [dropout] * (len(widths) + 1)
         if len(rates) != len(widths) + 1:
             raise ValueError(f"dropout needs {len(widths) + 1} rates (one per block and the dense layer), got {rates}")
@@ -178,6 +183,7 @@ class ResNet9(nn.Module):
         super().__init__()
         if len(widths) != 4:
             raise ValueError(f"ResNet9 needs 4 widths (stem and three stages), got {widths}")
+        self.config = dict(widths=list(widths), num_classes=num_classes, se=se, scale=scale)
         w0, w1, w2, w3 = widths
         stage = lambda c_in, c_out: [ConvUnit(c_in, c_out, 1, "batch", 0.0), nn.MaxPool2d(2)]
         self.features = nn.Sequential(ConvUnit(3, w0, 1, "batch", 0.0), *stage(w0, w1), Residual(w1, se),
