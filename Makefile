@@ -34,6 +34,7 @@ venv: $(VENV)/.installed
 reproduce: venv
 	$(PY) -m helpers.reproduce --profile $(PROFILE) --seed $(SEED) --device $(DEVICE) --jobs $(JOBS) \
 		$(if $(ONLY),--only $(ONLY)) $(if $(DATA_ROOT),--data-root $(DATA_ROOT))
+	$(PY) -m helpers.report costs --write > /dev/null  # the README's cost table follows the new records
 
 test: venv
 	$(PY) -m pytest -q

@@ -91,8 +91,19 @@ def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     if device.type == "cpu":
-        return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+        return f"{cpu_model()}, {torch.get_num_threads()} threads"
     return device.type
+
+
+def cpu_model() -> str:
+    """The CPU's model name (what timings depend on), e.g. 'AMD EPYC'; the architecture where it is not known."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return f"{platform.processor() or platform.machine()} CPU"
 
 
 CODE_PATHS = ("helpers", "notebooks", "tests", "requirements.txt", "pyproject.toml", "Makefile")
@@ -126,6 +137,7 @@ def environment(device: torch.device | None = None) -> dict:
         "device": str(device),
         "device_name": device_name(device),
         "cpu_count": os.cpu_count(),
+        "cpu_model": cpu_model(),
         "git_commit": git_commit(),
         "argv0": Path(sys.argv[0]).name if sys.argv else "",
     }

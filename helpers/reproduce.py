@@ -180,11 +180,16 @@ def parse_args(argv=None):
     parser.add_argument("--retrain", default=None, help="comma list of results to compute while everything else "
                         "replays its stored records (implies --no-train), e.g. --only 02 --retrain target")
     parser.add_argument("--executed-dir", default=None, help="default: runs/<profile>/")
+    parser.add_argument("--record-replay", action="store_true", help="with --no-train: keep each replay's wall "
+                        "time and peak memory as results/replays/NN.json (the README's cost table reads them)")
     parser.add_argument("--check", action="store_true", help="run into a scratch copy (default runs/check/) and "
                         "compare every stored metric with the committed one; exit 1 on drift")
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error("--jobs must be at least 1")
+    if args.record_replay and not (args.no_train and not args.retrain and not args.check and args.jobs == 1):
+        parser.error("--record-replay measures a pure replay: use it with --no-train alone (one job, no --retrain or "
+                     "--check), so that nothing else shares the CPU")
     return args
 
 
@@ -223,7 +228,23 @@ def main(argv=None) -> int:
         print(f"{len(failed)} notebook(s) failed: {', '.join(failed)}", file=sys.stderr)
     if args.check and not failed:
         return report_drift(Path(args.output_dir) / "results", started)
+    if args.record_replay:
+        record_replays(outcomes, Path(parameters.get("OUTPUT_DIR") or PROJECT_ROOT))
     return 1 if failed else 0
+
+
+def record_replays(outcomes: list, output_dir: Path) -> None:
+    """results/replays/NN.json: the replay summary (wall time, peak memory, CPU) of each notebook that replayed."""
+    for outcome in outcomes:
+        summary = summary_path(output_dir, outcome["notebook"][:2], replay=True)
+        if outcome["status"] == "ok" and summary.exists():
+            write_json(read_json(summary) | {"measured": time.strftime("%Y-%m-%d")},
+                       replay_record(output_dir, outcome["notebook"][:2]))
+
+
+def replay_record(output_dir: Path, notebook: str) -> Path:
+    """Kept apart from the run records in results/ (a subfolder), so no scan of results/NN_*.json meets it."""
+    return Path(output_dir) / "results" / "replays" / f"{notebook}.json"
 
 
 def report_drift(rerun_results: Path, started: float) -> int:

@@ -13,7 +13,7 @@ from . import plots, results
 from .data import resolve_data_root
 from .models import model_summary
 from .profiles import PROFILES, budget, recipe
-from .repro import PROJECT_ROOT, environment, keep_freed_memory, resolve_device, seed_everything
+from .repro import PROJECT_ROOT, cpu_model, environment, keep_freed_memory, resolve_device, seed_everything
 from .training import History, TrainConfig, evaluate, fit
 from .weights import preprocessing_of
 
@@ -210,6 +210,7 @@ class Run:
         return results.write_json({"notebook": self.notebook, "profile": self.profile, "metrics": metrics,
                                    "seconds": round(time.time() - self.started, 1),
                                    "peak_memory_gb": round(peak_memory_bytes() / 1e9, 2), "train": self.train,
+                                   "cpu_model": cpu_model(), "device": str(self.device),
                                    "retrain": self.params.get("RETRAIN") or []}, path)
 
 

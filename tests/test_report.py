@@ -1,12 +1,14 @@
 """The report's sources take every number from report/generated/, and the submission bundle refuses a
 stale PDF."""
 import json
+import os
 import zipfile
 from pathlib import Path
 
 import pytest
 
 from helpers import report
+from tests.conftest import require
 
 
 def test_committed_report_types_no_result_by_hand_and_finds_every_input():
@@ -55,8 +57,14 @@ def test_submission_bundles_the_course_shape_and_refuses_a_stale_report(tmp_path
     (tmp_path / "helpers" / "models.py").write_text("# model\n")
     (tmp_path / "weights").mkdir()
     (tmp_path / "weights" / "manifest.json").write_text("{}")
-    for name in ("requirements.txt", "README.md", "pyproject.toml"):
+    for name in ("requirements.txt", "README.md", "pyproject.toml", "Makefile"):
         (tmp_path / name).write_text(name)
+    for folder, name in (("results", "01_run.json"), ("figures", "01_curves.pdf"), ("tests", "test_x.py")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / name).write_text("{}")
+    (root / "video_outline.md").write_text("# demo")
+    (executed / "01_demo.ipynb").write_text(json.dumps({"cells": [], "metadata": {"parameters": {
+        "DATA_ROOT": str(tmp_path / "data")}}}))
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "cifar.bin").write_text("never bundled")
 
@@ -67,8 +75,14 @@ def test_submission_bundles_the_course_shape_and_refuses_a_stale_report(tmp_path
     report.submission(out, executed, root)
     names = zipfile.ZipFile(out).namelist()
     assert {"submission/notebooks/01_demo.ipynb", "submission/helpers/models.py", "submission/weights/manifest.json",
-            "submission/report/main.pdf", "submission/requirements.txt", "submission/README.md"} <= set(names)
+            "submission/report/main.pdf", "submission/report/main.tex", "submission/report/video_outline.md",
+            "submission/report/generated/01_x_macros.tex", "submission/results/01_run.json",
+            "submission/figures/01_curves.pdf", "submission/tests/test_x.py", "submission/Makefile",
+            "submission/requirements.txt", "submission/README.md"} <= set(names)
     assert not any("/data/" in n or n.endswith(".bin") for n in names)
+    executed_copy = zipfile.ZipFile(out).read("submission/notebooks/01_demo.ipynb").decode()
+    assert str(tmp_path) not in executed_copy and json.loads(executed_copy)["metadata"]["parameters"] == {
+        "DATA_ROOT": "data"}  # relative to the bundle's root
 
     (root / "generated" / "01_x_macros.tex").write_text("\\newcommand{\\RNbZeroOneAcc}{92.0}\n")
     with pytest.raises(report.ReportError, match="stale.*01_x_macros.tex"):
@@ -76,3 +90,72 @@ def test_submission_bundles_the_course_shape_and_refuses_a_stale_report(tmp_path
     with pytest.raises(report.ReportError, match="no executed notebooks"):
         report.stamp(root)
         report.submission(out, tmp_path / "nowhere", root)
+
+
+def test_the_bundle_replays_a_notebook_on_its_own(tmp_path, monkeypatch, data_root):
+    """Unpacked anywhere, the bundle's own code, results and weights replay notebook 04 (TRAIN=False)."""
+    import subprocess
+    import sys
+
+    require(data_root / "lungs", "JSRT lungs")
+    executed = tmp_path / "executed"
+    executed.mkdir()
+    (executed / "04_unet_segmentation.ipynb").write_bytes(
+        (report.PROJECT_ROOT / "notebooks" / "04_unet_segmentation.ipynb").read_bytes())
+    monkeypatch.setattr(report, "stale", lambda report_dir: [])  # the PDF's freshness is tested above
+    built = tmp_path / "built"
+    built.mkdir()
+    pdf = report.PROJECT_ROOT / "report" / "main.pdf"
+    (built / "main.pdf").write_bytes(pdf.read_bytes() if pdf.exists() else b"%PDF-1.5")  # CI builds no PDF
+    out = report.submission(tmp_path / "submission.zip", executed, built)
+    zipfile.ZipFile(out).extractall(tmp_path / "unpacked")
+    bundle = tmp_path / "unpacked" / "submission"
+    environment = {**os.environ, "PYTHONPATH": str(bundle)}  # the bundle's helpers, not this checkout's
+    done = subprocess.run([sys.executable, "-m", "helpers.reproduce", "--only", "04", "--no-train", "--data-root",
+                           str(data_root), "--output-dir", str(bundle)], cwd=bundle, env=environment,
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert (bundle / "runs" / "replays" / "04_summary.json").exists()
+    assert "ok" in done.stdout
+
+
+def test_readme_cost_table_is_the_one_the_records_give():
+    readme = (report.PROJECT_ROOT / "README.md").read_text(encoding="utf-8")
+    assert report.cost_table() in readme, "stale: run `python -m helpers.report costs --write`"
+
+
+def test_cost_table_sums_runs_and_says_what_was_not_measured(tmp_path):
+    run = {"budget": {"profile": "fast"}, "environment": {"cpu_model": "AMD EPYC"}, "results": {"train_seconds": 90}}
+    for name in ("01_a", "01_b"):
+        (tmp_path / f"{name}.json").write_text(json.dumps(run))
+    (tmp_path / "01_smoke.json").write_text(json.dumps(run | {"budget": {"profile": "smoke"}}))
+    (tmp_path / "01_summary.json").write_text(json.dumps({"seconds": 4000, "peak_memory_gb": 3.14, "train": True}))
+    (tmp_path / "02_c.json").write_text(json.dumps(run))
+    (tmp_path / "replays").mkdir()
+    (tmp_path / "replays" / "01.json").write_text(json.dumps(
+        {"seconds": 42.0, "peak_memory_gb": 2.7, "train": False, "cpu_model": "Intel Xeon", "measured": "2026-12-02"}))
+    lines = report.cost_table(tmp_path).splitlines()
+    assert lines[3] == ("| 01 | 3 min over 2 runs | 66.7 min, 3.1 GB | 42 s, 2.7 GB, 2026-12-02 | "
+                        "AMD EPYC; Intel Xeon |")
+    assert lines[4] == "| 02 | 2 min over 1 run | not recorded | not recorded | AMD EPYC |"
+    with pytest.raises(report.ReportError, match="cost-table"):
+        report.readme_with_costs("# no markers", "\n".join(lines))
+
+
+def test_video_outline_is_generated_from_the_current_results():
+    from helpers import video
+
+    assert video.OUTLINE.read_text(encoding="utf-8") == video.outline(), "stale: run `python -m helpers.video --write`"
+
+
+def test_video_outline_covers_five_notebooks_in_five_minutes(tmp_path):
+    from helpers import video
+
+    slots = [(start, end) for start, end, *_ in video.SEGMENTS]
+    assert slots[0][0] == "0:00" and slots[-1][1] == "5:00"
+    assert all(a[1] == b[0] for a, b in zip(slots, slots[1:]))
+    assert [s[2] for s in video.SEGMENTS if s[2]] == ["01", "02", "03", "04", "05"]
+    (tmp_path / "03_summary.json").write_text(json.dumps({"metrics": {"baseline_test_acc_mean": 0.9512}}))
+    text = video.outline(tmp_path)
+    assert "baseline (mean of 3): 95.12 %" in text and "challenge CNN (mean of 3): not recorded" in text
+    assert "01 not measured" in text and "H.264" in text and "prepare.sh" in text

@@ -49,7 +49,7 @@ def test_resolve_device_rejects_nonsense():
 def test_environment_records_versions_device_and_commit():
     env = repro.environment(torch.device("cpu"))
     assert env["torch"] == torch.__version__
-    assert env["device"] == "cpu" and "CPU" in env["device_name"]
+    assert env["device"] == "cpu" and env["cpu_model"] and env["device_name"].startswith(env["cpu_model"])
     assert env["git_commit"] and env["python"].count(".") == 2
 
 
