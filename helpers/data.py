@@ -81,6 +81,9 @@ def resolve_data_root(data_root: str | os.PathLike | None = None) -> Path:
 def missing(name: str, path: Path, cause: Exception | None = None) -> DataMissingError:
     info = DATASETS[name]
     failed = f" (download failed: {cause})" if isinstance(cause, OSError) else ""
+    if isinstance(cause, RuntimeError) and "corrupt" in str(cause):  # torchvision's checksum check
+        failed = (f" (the download is corrupt: its checksum does not match; delete the archive under {path} and "
+                  f"run again, or fetch it by hand)")
     return DataMissingError(f"{name}: nothing usable at {path}{failed}.\n  expected layout: {info.layout}\n"
                             f"  how to get it: {info.how_to_get}\n  (DATA_ROOT is set by the notebook parameter "
                             f"DATA_ROOT or the environment variable {DATA_ENV}; default ./data)")
@@ -466,6 +469,9 @@ def stratified_group_split(groups: torch.Tensor, labels: torch.Tensor, fraction:
     """`group_holdout_split` done class by class: each class holds out round(fraction x its groups) of its own
     groups, at least one when it has two or more, so every such class is validated (a random split by group
     can leave a rare class without any validation group). Each group must carry a single label."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"fraction={fraction} must lie strictly between 0 and 1")
+    groups, labels = groups.cpu(), labels.cpu()
     unique, first = _first_of_each(groups)
     group_labels = labels[first]
     if not torch.equal(group_labels[torch.searchsorted(unique, groups)], labels):

@@ -55,14 +55,14 @@ _BUDGETS = {
     },
     "03": {
         "smoke": dict(recipe="tiny", synthetic=True, train_limit=512, test_limit=256, epochs=2,
-                      steps_per_epoch=4, trials=2, eval_batch_size=256, challenge_epochs=2, challenge_trials=1,
-                      final_epochs=2, final_trials=2),
-        "fast": dict(recipe="handout", synthetic=False, train_limit=None, test_limit=None, epochs=5,
-                     steps_per_epoch=None, trials=3, eval_batch_size=1024, challenge_epochs=20,
-                     challenge_trials=1, final_epochs=40, final_trials=3),
+                      steps_per_epoch=4, trials=2, eval_batch_size=256, sweep_lrs=(1e-3, 4e-3), sweep_epochs=1,
+                      challenge_epochs=2, challenge_trials=1, final_epochs=2, final_trials=2),
+        "fast": dict(recipe="cpu", synthetic=False, train_limit=None, test_limit=None, epochs=20,
+                     steps_per_epoch=None, trials=3, eval_batch_size=1024, sweep_lrs=(5e-4, 1e-3, 2e-3, 4e-3, 8e-3),
+                     sweep_epochs=5, challenge_epochs=20, challenge_trials=1, final_epochs=40, final_trials=3),
         "full": dict(recipe="handout", synthetic=False, train_limit=None, test_limit=None, epochs=400,
-                     steps_per_epoch=None, trials=3, eval_batch_size=1024, challenge_epochs=100,
-                     challenge_trials=1, final_epochs=100, final_trials=3),
+                     steps_per_epoch=None, trials=3, eval_batch_size=1024, sweep_lrs=(2.5e-4, 5e-4, 1e-3, 2e-3, 4e-3),
+                     sweep_epochs=50, challenge_epochs=100, challenge_trials=1, final_epochs=100, final_trials=3),
     },
     "04": {
         "smoke": dict(recipe="tiny", synthetic=True, epochs=2, steps_per_epoch=2, trials=2, eval_batch_size=8,
@@ -116,8 +116,11 @@ _RECIPES = {
                         target_lr=1e-3, imbalance_keep=0.2),
     },
     "03": {
-        "tiny": dict(batch_size=64, challenge_model=dict(widths=(8, 16, 32), convs=1, spatial_transformer=True)),
-        "handout": dict(batch_size=128,
+        "tiny": dict(batch_size=64, amp=False, weight_decay=0.05,
+                     challenge_model=dict(widths=(8, 16, 32), convs=1, spatial_transformer=True)),
+        "cpu": dict(batch_size=128, amp=True, weight_decay=0.05,
+                    challenge_model=dict(widths=(32, 64, 128), convs=2, spatial_transformer=True)),
+        "handout": dict(batch_size=128, amp="auto", weight_decay=0.05,
                         challenge_model=dict(widths=(32, 64, 128), convs=2, spatial_transformer=True)),
     },
     "04": {
@@ -158,6 +161,36 @@ def budget(notebook: str, profile: str) -> Budget:
     if notebook not in _BUDGETS:
         raise ValueError(f"notebook {notebook!r} has no budgets in helpers/profiles.py; known: {sorted(_BUDGETS)}")
     return Budget(dict(_BUDGETS[notebook][profile], profile=profile))
+
+
+DRY_RUN_ENV = "HELPERS_DRY_RUN"
+# A dry run keeps a profile's models, recipes (widths, batch sizes, amp, schedules) and data shapes, and cuts the
+# rest: synthetic stand-ins in these numbers (each at least one full batch of the recipe), one step per epoch, at
+# most one epoch per loop, at most two trials. What it finds is what would crash the profile late, not a result.
+_DRY_RUN_DATA = {
+    "01": dict(train_limit=1024, val_size=512, test_limit=512, strong_train_limit=1024),
+    "02": dict(train_limit=256, test_limit=128, forget_images=128),
+    "03": dict(train_limit=512, test_limit=256),
+    "04": {},
+    "05": dict(synthetic_chars=60_000),
+}
+
+
+def dry_run(plan: Budget, notebook: str) -> Budget:
+    """`plan` (a budget) cut for a dry run: see _DRY_RUN_DATA."""
+    if notebook not in _DRY_RUN_DATA:
+        raise ValueError(f"notebook {notebook!r} has no dry-run data sizes: add it to helpers.profiles._DRY_RUN_DATA")
+    def cut(key, value):
+        if isinstance(value, dict):
+            return {k: cut(k, v) for k, v in value.items()}
+        if key == "steps_per_epoch" or (key.endswith("epochs") and isinstance(value, int)):
+            return 1
+        if key.endswith("trials") and isinstance(value, int):
+            return min(value, 2)  # repeated runs still repeat, twice (as in smoke), to keep CI short
+        return value
+
+    return Budget({k: cut(k, v) for k, v in plan.items()} | _DRY_RUN_DATA[notebook]
+                  | {"synthetic": True, "dry_run": True})
 
 
 def recipe(notebook: str, profile: str) -> Budget:

@@ -13,7 +13,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from .profiles import PROFILES
+from .profiles import DRY_RUN_ENV, PROFILES
 from .repro import PROJECT_ROOT
 from .results import read_json, sample_sd, write_json
 from .runner import default_output_dir, summary_path
@@ -180,6 +180,9 @@ def parse_args(argv=None):
     parser.add_argument("--retrain", default=None, help="comma list of results to compute while everything else "
                         "replays its stored records (implies --no-train), e.g. --only 02 --retrain target")
     parser.add_argument("--executed-dir", default=None, help="default: runs/<profile>/")
+    parser.add_argument("--dry-run", action="store_true", help="the profile's models, recipes and data shapes, one "
+                        "step per loop on synthetic data, into runs/dry-run/ (e.g. --profile full --dry-run: does the "
+                        "GPU profile run to its end?)")
     parser.add_argument("--record-replay", action="store_true", help="with --no-train: keep each replay's wall "
                         "time and peak memory as results/replays/NN.json (the README's cost table reads them)")
     parser.add_argument("--check", action="store_true", help="run into a scratch copy (default runs/check/) and "
@@ -187,9 +190,13 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error("--jobs must be at least 1")
-    if args.record_replay and not (args.no_train and not args.retrain and not args.check and args.jobs == 1):
-        parser.error("--record-replay measures a pure replay: use it with --no-train alone (one job, no --retrain or "
-                     "--check), so that nothing else shares the CPU")
+    if args.record_replay and not (args.no_train and not args.retrain and not args.check and args.jobs == 1
+                                   and args.profile == "fast"):
+        parser.error("--record-replay measures a pure replay of the fast profile (the README's cost table): use it "
+                     "with --no-train alone (one job, no --retrain or --check, --profile fast)")
+    if args.dry_run and (args.check or args.record_replay or args.no_train or args.retrain):
+        parser.error("--dry-run trains every loop for a step and compares or replays nothing: drop --check, "
+                     "--record-replay, --no-train and --retrain")
     return args
 
 
@@ -205,6 +212,8 @@ def main(argv=None) -> int:
         parameters["RETRAIN"] = [name.strip() for name in args.retrain.split(",") if name.strip()]
     if args.data_root:
         parameters["DATA_ROOT"] = str(Path(args.data_root).resolve())
+    if args.dry_run and not args.output_dir:
+        args.output_dir = str(PROJECT_ROOT / "runs" / "dry-run")  # never the committed outputs
     if args.check:
         started = time.time()
         args.output_dir = str(prepare_check(Path(args.output_dir or PROJECT_ROOT / "runs" / "check")))
@@ -213,6 +222,9 @@ def main(argv=None) -> int:
     for path in notebooks:
         check_declared(path, parameters)
     executed_dir = Path(args.executed_dir) if args.executed_dir else PROJECT_ROOT / "runs" / args.profile
+    if args.dry_run:
+        os.environ[DRY_RUN_ENV] = "1"  # the kernels inherit it: helpers.runner.start cuts the budget
+        executed_dir = Path(args.executed_dir) if args.executed_dir else PROJECT_ROOT / "runs" / "dry-run" / "executed"
     print(f"running {len(notebooks)} notebook(s), profile {args.profile}, seed {args.seed} -> {executed_dir}")
     if args.jobs == 1:
         outcomes = [execute(p, parameters, executed_dir) for p in notebooks]
@@ -229,7 +241,7 @@ def main(argv=None) -> int:
     if args.check and not failed:
         return report_drift(Path(args.output_dir) / "results", started)
     if args.record_replay:
-        record_replays(outcomes, Path(parameters.get("OUTPUT_DIR") or PROJECT_ROOT))
+        record_replays(outcomes, Path(parameters.get("OUTPUT_DIR") or default_output_dir(args.profile)))
     return 1 if failed else 0
 
 
@@ -237,7 +249,7 @@ def record_replays(outcomes: list, output_dir: Path) -> None:
     """results/replays/NN.json: the replay summary (wall time, peak memory, CPU) of each notebook that replayed."""
     for outcome in outcomes:
         summary = summary_path(output_dir, outcome["notebook"][:2], replay=True)
-        if outcome["status"] == "ok" and summary.exists():
+        if outcome["status"] == "ok" and outcome["metrics"]:  # metrics: its summary was written by this run
             write_json(read_json(summary) | {"measured": time.strftime("%Y-%m-%d")},
                        replay_record(output_dir, outcome["notebook"][:2]))
 

@@ -278,7 +278,9 @@ def save_weights(model: nn.Module, name: str, weights_dir, *, notebook: str, met
     os.replace(tmp, path)
     entry = {**model_summary(model), "file": path.name, "notebook": notebook, "profile": profile,
              "metric": metric or {}, "sha256": sha256(path), "bytes": path.stat().st_size,
-             "config": getattr(model, "config", None), "preprocessing": preprocessing or {}}
+             "config": getattr(model, "config", None)}
+    if preprocessing:  # absent rather than empty: load_model then says the file cannot stand alone
+        entry["preprocessing"] = preprocessing
     manifest = read_manifest(weights_dir)
     manifest[name] = entry
     write_json(manifest, weights_dir / "manifest.json")

@@ -12,7 +12,7 @@ import torch
 from . import plots, results
 from .data import resolve_data_root
 from .models import model_summary
-from .profiles import PROFILES, budget, recipe
+from .profiles import DRY_RUN_ENV, PROFILES, budget, dry_run, recipe
 from .repro import PROJECT_ROOT, cpu_model, environment, keep_freed_memory, resolve_device, seed_everything
 from .training import History, TrainConfig, evaluate, fit
 from .weights import preprocessing_of
@@ -327,8 +327,14 @@ def start(namespace: dict, notebook: str, extra_parameters: dict | None = None,
         keep_freed_memory()
     output_dir = Path(params["OUTPUT_DIR"]).expanduser().resolve() if params["OUTPUT_DIR"] else \
         default_output_dir(params["PROFILE"])
+    plan = budget(notebook, params["PROFILE"])
+    if os.environ.get(DRY_RUN_ENV):
+        plan, output_dir = dry_run(plan, notebook), (Path(params["OUTPUT_DIR"]).expanduser().resolve()
+                                                     if params["OUTPUT_DIR"] else PROJECT_ROOT / "runs" / "dry-run")
+        print(f"DRY RUN of the {params['PROFILE']} profile: its models, recipes and data shapes, one step per loop "
+              f"on synthetic data; the numbers mean nothing")
     run = Run(notebook=notebook, params=params, device=device, data_root=resolve_data_root(params["DATA_ROOT"]),
-              output_dir=output_dir, budget=budget(notebook, params["PROFILE"]),
+              output_dir=output_dir, budget=plan,
               recipe=recipe(notebook, params["PROFILE"]),
               environment=environment(device))
     print(f"notebook {notebook} | profile {run.profile} | seed {run.seed} | device {run.environment['device_name']}"

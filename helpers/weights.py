@@ -4,7 +4,7 @@ the notebook that trained it.
 
     from helpers import load_model
     model, preprocess = load_model("03_challenge_final0")
-    logits = model(preprocess(images))          # images: uint8 (N, C, H, W) at preprocess.input_size
+    logits = model(preprocess(images))          # images: uint8 (N, C, H, W) on the model's device
 """
 from __future__ import annotations
 
@@ -106,7 +106,8 @@ def architectures() -> dict:
     from . import models, text, transfer, vgg
 
     return {cls.__name__: cls for cls in (models.TrafficSignCNN, models.SignNet, models.UNet, vgg.CifarNet,
-                                          vgg.ResNet9, text.CharRNN, transfer.TransferNet, transfer.FromBlock)}
+                                          vgg.ResNet9, vgg.AirNet, text.CharRNN, transfer.TransferNet,
+                                          transfer.FromBlock)}
 
 
 def build_model(entry: dict, name: str = "") -> nn.Module:
@@ -117,6 +118,12 @@ def build_model(entry: dict, name: str = "") -> nn.Module:
         raise ManifestError(f"weights {name!r} record architecture={architecture!r} and config={config!r}: they were "
                             f"saved before weights described themselves; re-create them by re-running notebook "
                             f"{entry.get('notebook', '??')} (TRAIN=True, or RETRAIN naming the run)")
+    if architecture == "FromBlock":
+        if not config.get("model"):
+            raise ManifestError(f"weights {name!r}: a FromBlock saved without its network's config; keep the whole "
+                                f"TransferNet built by TransferNet.pretrained instead")
+        # a FromBlock trained on cached activations from block k holds the whole network: run it from the image
+        config = config | {"start": 0}
     cls = classes[architecture]
     return cls.from_config(config) if hasattr(cls, "from_config") else cls(**config)
 
@@ -129,9 +136,9 @@ def load_model(name: str, weights_dir=None, device="cpu") -> tuple:
     if entry is None:
         known = ", ".join(sorted(read_manifest(weights_dir))) or "none"
         raise ManifestError(f"no weights named {name!r} in {weights_dir / 'manifest.json'} (known: {known})")
-    if "preprocessing" not in entry:
-        raise ManifestError(f"weights {name!r} record no preprocessing; re-create them by re-running notebook "
-                            f"{entry.get('notebook', '??')}")
     model = build_model(entry, name)
+    if not entry.get("preprocessing"):
+        raise ManifestError(f"weights {name!r} record no preprocessing (what their inputs need); pass "
+                            f"`preprocessing=` where notebook {entry.get('notebook', '??')} keeps them and re-run it")
     load_weights(model, name, weights_dir)
     return model.to(device).eval(), Preprocess(**entry["preprocessing"])

@@ -60,7 +60,7 @@ class Mirror:
             request = url if isinstance(url, urllib.request.Request) else urllib.request.Request(url)
             if not request.full_url.startswith(base):  # a redirect check may hand back the local address
                 parts = urllib.parse.urlsplit(request.full_url)
-                request.full_url = f"{base}/{parts.netloc}{parts.path}"
+                request.full_url = f"{base}/{parts.netloc}{parts.path}" + (f"?{parts.query}" if parts.query else "")
             self.requested.append("https://" + request.full_url[len(base) + 1:])  # as the official address
             return opener.open(request, *args, **kwargs)
 
@@ -165,9 +165,6 @@ def add_gtsrb(mirror: Mirror, data_root: Path, classes: int = 3) -> None:
     for name, members in (("GTSRB-Training_fixed.zip", train), ("GTSRB_Final_Test_Images.zip", test),
                           ("GTSRB_Final_Test_GT.zip", {"GT-final_test.csv": "\n".join([header, *rows]).encode()})):
         mirror.put(GTSRB_URL + name, _zip(members), official=GTSRB_MD5[name])
-
-
-PETS_URL = "https://www.robots.ox.ac.uk/~vgg/data/pets/data/"
 
 
 def add_pets(mirror: Mirror, data_root: Path) -> None:

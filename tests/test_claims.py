@@ -118,7 +118,9 @@ def test_the_committed_claims_hold_and_the_known_wrong_statements_come_out_right
     assert all(e.holds for e in evaluations.values()), [e.wording() for e in evaluations.values() if not e.holds]
     assert evaluations["03-bn-epoch-one"].verdict == "no difference"
     assert evaluations["03-bn-adamw-vs-adamw-epoch-one"].difference < 0
-    assert evaluations["03-bn-adamw-test"].verdict == "no difference"
+    assert evaluations["03-bn-adamw-vs-bn-test"].verdict == "no difference"  # the optimiser, BN fixed
+    factorial = ("bn", "adamw", "bn-adamw-vs-adamw", "bn-adamw-vs-bn")  # each factor at either level of the other
+    assert {c.id for c in claims.declared("03")} == {f"03-{s}-{m}" for s in factorial for m in ("test", "epoch-one")}
     assert report.claim_problems(report.PROJECT_ROOT / "results", report.REPORT_DIR / "generated") == []
 
 

@@ -220,3 +220,8 @@ def test_segmentation_sets_say_they_are_synthetic_through_subsets_and_resizing()
     lungs = data.synthetic_lungs(4, size=32, seed=0)
     loader = data.TensorLoader(lungs.subset([0, 1]).resized(16), 2)
     assert loader.meta == {"samples": 2, "input_size": 16, "synthetic": True}
+
+
+def test_stratified_group_split_refuses_a_bad_fraction():
+    with pytest.raises(ValueError, match="strictly between 0 and 1"):
+        data.stratified_group_split(torch.arange(4), torch.zeros(4, dtype=torch.long), 1.0)

@@ -17,6 +17,10 @@ IDS = [p.name[:2] for p in NOTEBOOKS]
 # The section each notebook re-computes in the smoke test while the rest replays: one with a value stored through
 # run.measured (04 has none: a family of trials retrains instead).
 RETRAIN_SECTION = {"01": "strong", "02": "target", "03": "challenge", "04": "elu", "05": "generation"}
+# Dry runs too slow for CI even at one step per loop (measured on the 2-core CPU): the test says how to run them.
+SLOW_DRY_RUNS = {"02": "02's full profile (ResNet-50 feature passes at up to 288 px) took over 20 minutes",
+                 "05": "05's full profile (generation: 20 prompts x 1,000 characters per setting, hidden 1,024) took "
+                       "over 10 minutes"}
 
 
 def test_there_are_notebooks():
@@ -87,6 +91,22 @@ def test_smoke_run_is_deterministic_and_replays_without_training(path, tmp_path)
     assert family, f"RETRAIN={[section]!r} names no result of notebook {nb}"
     for name in family:  # written again by this run, not left over from the first
         assert (tmp_path / "a" / "results" / name).stat().st_mtime > (tmp_path / "b" / "results" / name).stat().st_mtime
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_full_profile_dry_run_reaches_the_end(path, tmp_path, monkeypatch):
+    """The full profile (hours on a GPU) with its own models, recipes and data shapes, one step per loop on
+    synthetic data: a full-only setting that crashes fails here, not after hours (`reproduce --dry-run`)."""
+    if path.name[:2] in SLOW_DRY_RUNS:
+        pytest.skip(SLOW_DRY_RUNS[path.name[:2]] + f": run `python -m helpers.reproduce --only {path.name[:2]} "
+                    "--profile full --dry-run` by hand")
+    monkeypatch.setenv("HELPERS_DRY_RUN", "1")  # the kernel inherits it
+    parameters = {"PROFILE": "full", "SEED": 2023, "OUTPUT_DIR": str(tmp_path), "DEVICE": "cpu", "TRAIN": True}
+    outcome = reproduce.execute(path, parameters, tmp_path / "executed", progress_bar=False)
+    assert outcome["status"] == "ok", f"{path.name} (full, dry run) failed in {outcome['error']}"
+    records = [json.loads(p.read_text()) for p in (tmp_path / "results").glob("*.json")
+               if not p.stem.endswith("_summary")]
+    assert records and all(r["budget"]["dry_run"] and r["budget"]["profile"] == "full" for r in records)
 
 
 def test_failing_cell_is_named(tmp_path):

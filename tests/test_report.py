@@ -74,15 +74,17 @@ def test_submission_bundles_the_course_shape_and_refuses_a_stale_report(tmp_path
     report.stamp(root)
     report.submission(out, executed, root)
     names = zipfile.ZipFile(out).namelist()
-    assert {"submission/notebooks/01_demo.ipynb", "submission/helpers/models.py", "submission/weights/manifest.json",
+    assert {"submission/executed/01_demo.ipynb", "submission/helpers/models.py", "submission/weights/manifest.json",
             "submission/report/main.pdf", "submission/report/main.tex", "submission/report/video_outline.md",
             "submission/report/generated/01_x_macros.tex", "submission/results/01_run.json",
             "submission/figures/01_curves.pdf", "submission/tests/test_x.py", "submission/Makefile",
             "submission/requirements.txt", "submission/README.md"} <= set(names)
     assert not any("/data/" in n or n.endswith(".bin") for n in names)
-    executed_copy = zipfile.ZipFile(out).read("submission/notebooks/01_demo.ipynb").decode()
+    executed_copy = zipfile.ZipFile(out).read("submission/executed/01_demo.ipynb").decode()
     assert str(tmp_path) not in executed_copy and json.loads(executed_copy)["metadata"]["parameters"] == {
         "DATA_ROOT": "data"}  # relative to the bundle's root
+    assert report.relative_paths(json.dumps([f"{tmp_path}2/x", f"{tmp_path}", "a\n" + str(tmp_path)])) == \
+        json.dumps([f"{tmp_path}2/x", ".", "a\n."])  # a sibling folder is not this one
 
     (root / "generated" / "01_x_macros.tex").write_text("\\newcommand{\\RNbZeroOneAcc}{92.0}\n")
     with pytest.raises(report.ReportError, match="stale.*01_x_macros.tex"):

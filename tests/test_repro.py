@@ -122,3 +122,27 @@ def test_drift_check_never_writes_to_the_project_root():
 
     with pytest.raises(SystemExit, match="scratch folder"):
         reproduce.prepare_check(reproduce.PROJECT_ROOT)
+
+
+@pytest.mark.parametrize("argv", [["--record-replay"], ["--no-train", "--record-replay", "--retrain", "x"],
+                                  ["--no-train", "--record-replay", "--profile", "smoke"],
+                                  ["--dry-run", "--no-train"], ["--dry-run", "--check"]])
+def test_reproduce_refuses_measurements_that_would_mislead(argv, capsys):
+    from helpers import reproduce
+
+    with pytest.raises(SystemExit):
+        reproduce.parse_args(argv)
+    assert argv[0] in capsys.readouterr().err  # the message names the flag it refuses
+
+
+def test_a_replay_record_is_kept_apart_from_the_run_records(tmp_path):
+    from helpers import reproduce
+
+    summary = tmp_path / "runs" / "replays" / "04_summary.json"
+    summary.parent.mkdir(parents=True)
+    summary.write_text('{"seconds": 17.0, "peak_memory_gb": 1.9, "train": false}')
+    outcomes = [{"notebook": "04_unet.ipynb", "status": "ok", "metrics": {"dice": 0.97}},
+                {"notebook": "05_lm.ipynb", "status": "ok", "metrics": {}}]  # no fresh summary: not recorded
+    reproduce.record_replays(outcomes, tmp_path)
+    assert [p.name for p in (tmp_path / "results" / "replays").iterdir()] == ["04.json"]
+    assert not list((tmp_path / "results").glob("*.json"))

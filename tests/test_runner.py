@@ -125,7 +125,9 @@ def test_recipes_are_named_and_kept_apart_from_budgets():
             assert chosen.name == budget(notebook, profile).recipe
             assert not set(chosen) - {"name"} & set(budget(notebook, profile)), "a key is both budget and recipe"
         assert {recipe(notebook, p).name for p in PROFILES} <= set(_RECIPES[notebook])
-    assert recipe("03", "fast") == recipe("03", "full")  # GTSRB's fast profile runs the hand-out's recipe
+    same = lambda r: {k: v for k, v in r.items() if k not in ("name", "amp")}
+    assert same(recipe("03", "fast")) == same(recipe("03", "full"))  # the hand-out's, with bfloat16 on the CPU
+    assert recipe("03", "fast").amp is True and recipe("03", "full").amp == "auto"
     assert recipe("01", "fast").strong_widths != recipe("01", "full").strong_widths
 
 
@@ -173,7 +175,7 @@ def test_require_trained_names_what_retrain_must_add(tmp_path):
 def test_recipe_name_comes_from_the_record_or_else_its_profile():
     assert runner.recipe_name("01", {"recipe": {"name": "handout"}, "budget": {"profile": "fast"}}) == "handout"
     assert runner.recipe_name("01", {"budget": {"profile": "fast"}}) == "cpu"  # written before recipes were stored
-    assert runner.recipe_name("03", {"budget": {"profile": "fast"}}) == "handout"
+    assert runner.recipe_name("03", {"budget": {"profile": "fast"}}) == "cpu"
 
 
 def test_figure_note_says_what_the_drawn_records_say(tmp_path):
@@ -219,3 +221,17 @@ def test_a_pure_replay_never_overwrites_the_summary_of_the_run_that_trained(tmp_
     assert replayed == tmp_path / "runs" / "replays" / "04_summary.json"
     partial = runner.start(dict(GOOD, OUTPUT_DIR=str(tmp_path), TRAIN=False, RETRAIN=["elu"]), "04").summary({})
     assert partial == trained and results.read_json(partial)["retrain"] == ["elu"]
+
+
+def test_a_dry_run_keeps_the_recipe_and_cuts_loops_and_data():
+    from helpers.profiles import budget, dry_run, recipe
+
+    full, cut = budget("05", "full"), dry_run(budget("05", "full"), "05")
+    assert cut.synthetic and cut.dry_run and cut.profile == "full" and cut.recipe == full.recipe == "handout"
+    assert cut.epochs == cut.depth_epochs == cut.steps_per_epoch == 1
+    assert cut.best == {"epochs": 1, "steps_per_epoch": 1}
+    assert cut.sweep == full.sweep and cut.synthetic_chars == 60_000 and recipe("05", "full").batch_size == 64
+    assert cut.seeds == full.seeds and dry_run(budget("04", "full"), "04").trials == 2
+    two = dry_run(budget("02", "full"), "02")
+    assert two.sizes == budget("02", "full").sizes and two.gradual == budget("02", "full").gradual
+    assert two.train_limit >= recipe("02", "full").batch_size  # at least one full batch of the recipe

@@ -96,6 +96,8 @@ def test_training_on_cached_features_equals_training_with_the_frozen_prefix():
         if cached:
             features = transfer.cache_features(model, data.TensorLoader(train, 16))
             assert features.images.shape == (48, 32, 4, 4) and features.start == 3
+            trainable = transfer.cache_features(tiny(seed=1), data.TensorLoader(train, 16), blocks=2)
+            assert not trainable.images.requires_grad  # a cache holds values, never a graph into the backbone
             staged = transfer.cache_features(model, data.TensorLoader(transfer.cache_features(
                 model, data.TensorLoader(train, 16), blocks=1), 16), blocks=3, start=1)
             torch.testing.assert_close(staged.images, features.images)
@@ -230,6 +232,10 @@ def test_weighted_cross_entropy_and_pseudo_labels_and_labelled_subsets():
         pytest.approx(F.cross_entropy(logits, targets, weight=weights).item())
     keep, labels = transfer.pseudo_labels(torch.tensor([[5.0, 0.0], [0.1, 0.0], [0.0, 4.0]]), threshold=0.9)
     assert keep.tolist() == [0, 2] and labels.tolist() == [0, 1]
+    unsure = torch.tensor([[0.3, 0.0], [0.1, 0.0], [0.0, 0.2], [0.0, 0.4]])  # nothing reaches 0.9
+    assert transfer.pseudo_labels(unsure, threshold=0.9)[0].numel() == 0
+    keep, labels = transfer.pseudo_labels(unsure, threshold=0.9, per_class=1)  # the most confident of each class
+    assert keep.tolist() == [0, 3] and labels.tolist() == [0, 1]
     classes = torch.arange(10).repeat_interleave(20)
     subset = transfer.labelled_subset(classes, 0.1, seed=3)
     assert torch.bincount(classes[subset]).tolist() == [2] * 10
@@ -319,3 +325,24 @@ def test_cpu_feature_passes_run_in_chunks_with_the_same_features(monkeypatch):
     assert seen == [6] * 6 + [4]
     torch.testing.assert_close(chunked.images, whole.images, rtol=1e-6, atol=1e-7)
     assert torch.equal(chunked.labels, whole.labels)
+
+
+def test_unfolding_a_folded_batch_norm_keeps_the_function_and_gives_it_the_data_statistics():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 2, 1), nn.BatchNorm2d(2))
+    with torch.no_grad():
+        model[1].bias.normal_()  # folded: identity statistics and scale, a bias left
+        model[4].running_var.fill_(2.0)  # not folded: must be left alone
+    images = torch.randn(64, 3, 8, 8) * 3 + 1
+    batches = [(images[i:i + 16], None) for i in range(0, 64, 16)]
+    model.eval()
+    before = model(images)
+    assert transfer.is_folded(model[1]) and not transfer.is_folded(model[4])
+    assert transfer.unfold_batch_norm(model, batches) == 1
+    assert torch.allclose(model(images), before, atol=1e-6)  # the same function in eval mode
+    conv_out = model[0](images)
+    assert torch.allclose(model[1].running_mean, conv_out.mean((0, 2, 3)), atol=1e-5)
+    assert torch.allclose(model[1].running_var, conv_out.var((0, 2, 3), unbiased=False), atol=1e-4)
+    assert model[4].running_var.eq(2.0).all() and not transfer.is_folded(model[1])
+    model.train()
+    assert not torch.allclose(model(images[:8]), before[:8], atol=1e-3)  # batch statistics act in train mode

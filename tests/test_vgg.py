@@ -6,6 +6,7 @@ import torch
 import torch.nn as nn
 
 from helpers.models import count_parameters
+from helpers import vgg
 from helpers.vgg import BasicBlock, CifarNet, Residual, ResNet9, SqueezeExcite, norm_layer, output_shape, resnet_steps
 
 
@@ -117,3 +118,26 @@ def test_cifar_benchmark_prints_both_pipelines(capsys, tmp_path):
     assert "synthetic stand-in" in out and "speed-up" in out and "matmul ceiling" in out
     # a 0.2 s run on a busy machine can even beat the 2 s matmul estimate: only signs are stable here
     assert len(rows) == 2 and all(r["images_per_s"] > 0 and r["fraction"] > 0 for r in rows)
+
+
+def test_patch_whitening_gives_patches_unit_covariance():
+    torch.manual_seed(0)
+    mixing = torch.randn(3, 3)
+    images = torch.einsum("ij,njhw->nihw", mixing, torch.randn(64, 3, 16, 16)) + 2.0  # correlated channels
+    layer = vgg.PatchWhitening(3, 2).fit(images)
+    out = torch.nn.functional.conv2d(images, layer.weight)[:, :12]  # the positive half, no bias
+    covariance = torch.cov(out.permute(1, 0, 2, 3).reshape(12, -1))
+    assert torch.allclose(covariance, torch.eye(12), atol=0.05)
+    assert not layer.weight.requires_grad and layer.bias.requires_grad
+
+
+def test_airnet_shapes_parameters_and_identity_start():
+    model = vgg.AirNet()
+    assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+    conv = model.features[2]
+    assert torch.equal(conv.weight[:24, :, 1, 1], torch.eye(24)) and conv.weight[:24, :, 0, 0].abs().sum() == 0
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(norms) == 6 and not any(n.weight.requires_grad for n in norms)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    convs = 24 * 64 * 9 + 64 * 64 * 9 + 64 * 256 * 9 + 256 * 256 * 9 * 3
+    assert trainable == convs + 24 + 2 * (64 + 256 + 256) + 256 * 10  # + whitening bias, BN shifts, head

@@ -84,9 +84,23 @@ def test_weights_load_alone_and_reproduce_their_metric(name, data_root):
             test = data.load_lungs(data_root)["test"]  # all 123 images: masks at full resolution
             dice = evaluate(model, batches(test.images, test.masks, preprocess, 16), Segmentation())["dice"]
             assert abs(dice - metric["test_dice"]) < 2e-3
-        else:
+        elif name.startswith("05"):
             require(data_root / "text", "tiny-shakespeare")
             _, _, test_text = text.contiguous_split(data.load_text("shakespeare", data_root))
             windows = text.SlidingWindows(preprocess.encode(test_text), 64, context=128, stride=128)
             loss = evaluate(model, windows, text.NextSymbol())["loss"]
             assert abs(loss - metric["test_loss"]) < 0.02
+        else:
+            pytest.fail(f"{name}: no test data branch for notebook {name[:2]} here; add one")
+
+
+def test_weights_saved_without_preprocessing_are_refused_with_the_fix(tmp_path):
+    from helpers import models
+
+    results.save_weights(models.TrafficSignCNN(), "03_x", tmp_path, notebook="03")
+    assert "preprocessing" not in results.read_manifest(tmp_path)["03_x"]
+    with pytest.raises(ManifestError, match="pass `preprocessing=`"):
+        load_model("03_x", tmp_path)
+    results.save_weights(models.TrafficSignCNN(), "03_y", tmp_path, notebook="03", preprocessing={"input_size": 32})
+    model, preprocess = load_model("03_y", tmp_path)
+    assert preprocess.input_size == 32 and not model.training
