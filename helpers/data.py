@@ -341,11 +341,15 @@ class SegmentationSet:
     def resized(self, size: int, masks: bool = True) -> "SegmentationSet":
         """Images (and, unless `masks=False`, masks) area-averaged to size x size; masks re-binarised at 0.5.
         Keep the masks at full size for evaluation: the metrics then judge the up-sampled prediction."""
-        def shrink(x):
-            return F.interpolate(x.float(), size=(size, size), mode="area")
-        images = shrink(self.images).round().clamp(0, 255).to(torch.uint8)
-        return SegmentationSet(images, (shrink(self.masks) >= 0.5).to(torch.uint8) if masks else self.masks,
-                               list(self.ids), dict(self.meta))
+        masks_now = (F.interpolate(self.masks.float(), size=(size, size), mode="area") >= 0.5).to(torch.uint8) \
+            if masks else self.masks
+        return SegmentationSet(area_resize(self.images, size), masks_now, list(self.ids), dict(self.meta))
+
+
+def area_resize(images: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 images area-averaged to size x size and rounded back to uint8 (what a model trained on them saw)."""
+    shrunk = F.interpolate(images.float(), size=(size, size), mode="area")
+    return shrunk.round().clamp(0, 255).to(torch.uint8)
 
 
 def load_lungs(root=None, download: bool = False) -> dict:
@@ -471,11 +475,11 @@ def stratified_group_split(groups: torch.Tensor, labels: torch.Tensor, fraction:
     can leave a rare class without any validation group). Each group must carry a single label."""
     if not 0 < fraction < 1:
         raise ValueError(f"fraction={fraction} must lie strictly between 0 and 1")
-    groups, labels = groups.cpu(), labels.cpu()
-    unique, first = _first_of_each(groups)
-    group_labels = labels[first]
-    if not torch.equal(group_labels[torch.searchsorted(unique, groups)], labels):
+    groups = groups.cpu()
+    pairs = torch.unique(torch.stack([groups, labels.cpu()], 1), dim=0)  # (group, label), sorted by group
+    if len(pairs) != len(torch.unique(groups)):
         raise ValueError("a group holds images of several classes: split by group without stratifying")
+    unique, group_labels = pairs[:, 0], pairs[:, 1]
     held_groups = []
     for k, c in enumerate(torch.unique(group_labels).tolist()):
         members = unique[group_labels == c]
@@ -484,14 +488,6 @@ def stratified_group_split(groups: torch.Tensor, labels: torch.Tensor, fraction:
         held_groups.append(members[order[len(members) - n_val:]])
     held = torch.isin(groups, torch.cat(held_groups))
     return torch.nonzero(~held).flatten(), torch.nonzero(held).flatten()
-
-
-def _first_of_each(values: torch.Tensor) -> tuple:
-    """The sorted unique values and, for each, the index of its first occurrence."""
-    unique, inverse = torch.unique(values, return_inverse=True)
-    first = torch.full((len(unique),), len(values), dtype=torch.long)
-    first.scatter_reduce_(0, inverse, torch.arange(len(values)), reduce="amin")
-    return unique, first
 
 
 # ----------------------------------------------------------------------------------------------
@@ -581,7 +577,7 @@ class TensorLoader:
         self.std = torch.as_tensor(std if std is not None else [1.0] * channels).view(1, -1, 1, 1).to(self.device)
         self.generator = make_generator(seed)
         self.meta = describe(data)
-        self.classes = list(getattr(data, "classes", None) or []) or None
+        self.classes = list(data.classes) if getattr(data, "classes", None) else None
 
     def __len__(self) -> int:
         n = len(self.labels)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from . import claims
 from .repro import PROJECT_ROOT
+from .results import duration, read_json_if_present
 
 REPORT_DIR = PROJECT_ROOT / "report"
 STAMP = "build-inputs.json"
@@ -201,8 +202,8 @@ def cost_table(results_dir: Path = PROJECT_ROOT / "results") -> str:
                 and (r.get("budget") or {}).get("profile") == "fast"]
         cpus = {(r.get("environment") or {}).get("cpu_model") or (r.get("environment") or {}).get("device_name", "?")
                 for r in runs}
-        summary, replay = (_read(results_dir / f"{notebook}_summary.json"),
-                           _read(results_dir / "replays" / f"{notebook}.json"))
+        summary, replay = (read_json_if_present(results_dir / f"{notebook}_summary.json"),
+                           read_json_if_present(results_dir / "replays" / f"{notebook}.json"))
         cpus |= {s["cpu_model"] for s in (summary, replay) if s.get("cpu_model")}
         lines.append(f"| {notebook} | {sum(r['results']['train_seconds'] for r in runs) / 60:,.0f} min over "
                      f"{len(runs)} run{'s' * (len(runs) != 1)} | {_costs(summary)} | {_costs(replay)} | "
@@ -214,15 +215,10 @@ def _costs(summary: dict) -> str:
     """'49.5 min, 2.5 GB (re-ran 10 sections)' from a run summary; what it lacks is said, not guessed."""
     if "train" not in summary:  # absent, or written before summaries said whether their run trained
         return "not recorded"
-    seconds = summary["seconds"]
-    shown = f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+    shown = duration(summary["seconds"])
     peak = f"{summary['peak_memory_gb']:.1f} GB" if summary.get("peak_memory_gb") else "peak not recorded"
     partial = f" (re-ran {len(summary['retrain'])} sections)" if summary.get("retrain") else ""
     return f"{shown}, {peak}{partial}" + (f", {summary['measured']}" if summary.get("measured") else "")
-
-
-def _read(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def readme_with_costs(readme: str, table: str) -> str:

@@ -212,8 +212,8 @@ def main(argv=None) -> int:
         parameters["RETRAIN"] = [name.strip() for name in args.retrain.split(",") if name.strip()]
     if args.data_root:
         parameters["DATA_ROOT"] = str(Path(args.data_root).resolve())
-    if args.dry_run and not args.output_dir:
-        args.output_dir = str(PROJECT_ROOT / "runs" / "dry-run")  # never the committed outputs
+    if args.dry_run:
+        os.environ[DRY_RUN_ENV] = "1"  # the kernels inherit it: helpers.runner cuts the budget, outputs in runs/dry-run
     if args.check:
         started = time.time()
         args.output_dir = str(prepare_check(Path(args.output_dir or PROJECT_ROOT / "runs" / "check")))
@@ -221,10 +221,8 @@ def main(argv=None) -> int:
         parameters["OUTPUT_DIR"] = str(Path(args.output_dir).resolve())
     for path in notebooks:
         check_declared(path, parameters)
-    executed_dir = Path(args.executed_dir) if args.executed_dir else PROJECT_ROOT / "runs" / args.profile
-    if args.dry_run:
-        os.environ[DRY_RUN_ENV] = "1"  # the kernels inherit it: helpers.runner.start cuts the budget
-        executed_dir = Path(args.executed_dir) if args.executed_dir else PROJECT_ROOT / "runs" / "dry-run" / "executed"
+    executed_dir = Path(args.executed_dir) if args.executed_dir else \
+        PROJECT_ROOT / "runs" / ("dry-run/executed" if args.dry_run else args.profile)
     print(f"running {len(notebooks)} notebook(s), profile {args.profile}, seed {args.seed} -> {executed_dir}")
     if args.jobs == 1:
         outcomes = [execute(p, parameters, executed_dir) for p in notebooks]

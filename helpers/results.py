@@ -53,6 +53,16 @@ def read_json(path: str | os.PathLike):
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
+def read_json_if_present(path: str | os.PathLike) -> dict:
+    """A JSON record, or {} where none was written (a manifest before the first weights, a replay never timed)."""
+    return read_json(path) if Path(path).exists() else {}
+
+
+def duration(seconds: float) -> str:
+    """'42 s' below two minutes, '14.0 min' above."""
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
 def percent(value) -> str:
     """A fraction as a percentage with two decimals (0.9012 -> '90.12'); '' stays blank."""
     return "" if value in ("", None) else f"{100 * value:.2f}"
@@ -288,8 +298,7 @@ def save_weights(model: nn.Module, name: str, weights_dir, *, notebook: str, met
 
 
 def read_manifest(weights_dir) -> dict:
-    path = Path(weights_dir) / "manifest.json"
-    return read_json(path) if path.exists() else {}
+    return read_json_if_present(Path(weights_dir) / "manifest.json")
 
 
 def load_weights(model: nn.Module, name: str, weights_dir, map_location="cpu") -> dict:

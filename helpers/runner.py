@@ -13,7 +13,7 @@ from . import plots, results
 from .data import resolve_data_root
 from .models import model_summary
 from .profiles import DRY_RUN_ENV, PROFILES, budget, dry_run, recipe
-from .repro import PROJECT_ROOT, cpu_model, environment, keep_freed_memory, resolve_device, seed_everything
+from .repro import PROJECT_ROOT, environment, keep_freed_memory, resolve_device, seed_everything
 from .training import History, TrainConfig, evaluate, fit
 from .weights import preprocessing_of
 
@@ -210,7 +210,7 @@ class Run:
         return results.write_json({"notebook": self.notebook, "profile": self.profile, "metrics": metrics,
                                    "seconds": round(time.time() - self.started, 1),
                                    "peak_memory_gb": round(peak_memory_bytes() / 1e9, 2), "train": self.train,
-                                   "cpu_model": cpu_model(), "device": str(self.device),
+                                   "cpu_model": self.environment["cpu_model"], "device": str(self.device),
                                    "retrain": self.params.get("RETRAIN") or []}, path)
 
 
@@ -306,7 +306,9 @@ def result_row(name: str, outcome: Outcome, **extra) -> dict:
 
 
 def default_output_dir(profile: str) -> Path:
-    """Smoke runs never overwrite the committed outputs at the project root."""
+    """Smoke runs and dry runs never overwrite the committed outputs at the project root."""
+    if os.environ.get(DRY_RUN_ENV):
+        return PROJECT_ROOT / "runs" / "dry-run"
     return PROJECT_ROOT / "runs" / "smoke" / "outputs" if profile == "smoke" else PROJECT_ROOT
 
 
@@ -329,8 +331,7 @@ def start(namespace: dict, notebook: str, extra_parameters: dict | None = None,
         default_output_dir(params["PROFILE"])
     plan = budget(notebook, params["PROFILE"])
     if os.environ.get(DRY_RUN_ENV):
-        plan, output_dir = dry_run(plan, notebook), (Path(params["OUTPUT_DIR"]).expanduser().resolve()
-                                                     if params["OUTPUT_DIR"] else PROJECT_ROOT / "runs" / "dry-run")
+        plan = dry_run(plan, notebook)
         print(f"DRY RUN of the {params['PROFILE']} profile: its models, recipes and data shapes, one step per loop "
               f"on synthetic data; the numbers mean nothing")
     run = Run(notebook=notebook, params=params, device=device, data_root=resolve_data_root(params["DATA_ROOT"]),

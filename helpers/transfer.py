@@ -131,18 +131,21 @@ class TransferNet(nn.Module):
     @classmethod
     def pretrained(cls, name: str, num_classes: int, dropout: float = 0.2, **weights) -> "TransferNet":
         backbone, source = load_pretrained(name, **weights)
-        model = cls(*backbone_blocks(name, backbone), num_classes, dropout)
-        model.weights_source, model.backbone_name = source, name
-        model.config = dict(backbone=name, num_classes=num_classes, dropout=dropout)
-        # channels-last runs MobileNetV2's depthwise convolutions about twice as fast on the CPU (oneDNN)
-        return model.to(memory_format=torch.channels_last)
+        model = cls._assemble(name, backbone, num_classes, dropout)
+        model.weights_source = source
+        return model
 
     @classmethod
     def from_config(cls, config: dict) -> "TransferNet":
         """The architecture of `pretrained(**config)` with random weights (a weights file fills them in)."""
-        name = config["backbone"]
-        model = cls(*backbone_blocks(name, build_backbone(name)), config["num_classes"], config["dropout"])
-        model.backbone_name, model.config = name, dict(config)
+        return cls._assemble(config["backbone"], build_backbone(config["backbone"]), config["num_classes"],
+                             config["dropout"])
+
+    @classmethod
+    def _assemble(cls, name: str, backbone: nn.Module, num_classes: int, dropout: float) -> "TransferNet":
+        model = cls(*backbone_blocks(name, backbone), num_classes, dropout)
+        model.backbone_name, model.config = name, dict(backbone=name, num_classes=num_classes, dropout=dropout)
+        # channels-last runs MobileNetV2's depthwise convolutions about twice as fast on the CPU (oneDNN)
         return model.to(memory_format=torch.channels_last)
 
     def forward(self, x):

@@ -6,11 +6,11 @@ it can go stale: headline results from results/NN_summary.json, replay times fro
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 from .repro import PROJECT_ROOT
+from .results import duration, read_json_if_present
 
 OUTLINE = PROJECT_ROOT / "report" / "video_outline.md"
 
@@ -40,17 +40,15 @@ SEGMENTS = [
 FORMATS = {"pct": lambda v: f"{100 * v:.2f} %", "dice": lambda v: f"{v:.4f}", "nats": lambda v: f"{v:.3f} nats/char"}
 
 
-def _read(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.exists() else {}
-
-
 def outline(results_dir: Path = PROJECT_ROOT / "results") -> str:
     """The outline as Markdown; a number the records do not hold is written as 'not recorded'."""
-    replays = {nb: _read(results_dir / "replays" / f"{nb}.json") for nb in ("01", "02", "03", "04", "05")}
-    replay_times = ", ".join(f"{nb} {r['seconds']:.0f} s" if r else f"{nb} not measured" for nb, r in replays.items())
+    replays = {nb: read_json_if_present(results_dir / "replays" / f"{nb}.json")
+               for nb in ("01", "02", "03", "04", "05")}
+    replay_times = ", ".join(f"{nb} {duration(r['seconds'])}" if r else f"{nb} not measured"
+                             for nb, r in replays.items())
     rows = []
     for start, end, notebook, show, headlines in SEGMENTS:
-        metrics = _read(results_dir / f"{notebook}_summary.json").get("metrics", {}) if notebook else {}
+        metrics = read_json_if_present(results_dir / f"{notebook}_summary.json").get("metrics", {}) if notebook else {}
         said = "; ".join(f"{label}: {FORMATS[kind](metrics[key]) if key in metrics else 'not recorded'}"
                          for label, key, kind in headlines)
         where = f"`notebooks/{notebook}_*.ipynb` (replay {_replay(replays[notebook])})" if notebook else "README"
@@ -80,9 +78,7 @@ def outline(results_dir: Path = PROJECT_ROOT / "results") -> str:
 
 
 def _replay(record: dict) -> str:
-    if not record:
-        return "time not measured"
-    return f"{record['seconds']:.0f} s" if record["seconds"] < 120 else f"{record['seconds'] / 60:.1f} min"
+    return duration(record["seconds"]) if record else "time not measured"
 
 
 def main(argv=None) -> int:

@@ -13,11 +13,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from . import augment as A
 from .repro import PROJECT_ROOT
+from .data import area_resize
 from .results import load_weights, read_manifest
 
 # Transforms a stored evaluation step may name: deterministic ones only (augmentations never run at evaluation).
@@ -48,10 +48,9 @@ class Preprocess:
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise ValueError(f"expected uint8 images (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
-        x = images.float()
-        if self.input_size and tuple(x.shape[-2:]) != (self.input_size, self.input_size):
-            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="area").round().clamp(0, 255)
-        x = x / 255
+        if self.input_size and tuple(images.shape[-2:]) != (self.input_size, self.input_size):
+            images = area_resize(images, self.input_size)
+        x = images.float() / 255
         if self._transform is not None:
             x, _ = self._transform(x, None, None)
         if self.mean is not None:
