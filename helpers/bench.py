@@ -1,19 +1,23 @@
 """Throughput benchmarks that print figures (never timed tests).
 
-    python -m helpers.bench cifar [--seconds 20] [--batch 128] [--model baseline|resnet|resnet9] [--amp] [--device auto]
+    python -m helpers.bench cifar [--seconds 20] [--batch 128] [--model baseline|resnet|resnet9|airnet] [--amp]
+                                  [--device auto] [--write results/01_bench.json]
 
 `cifar` trains the same model for the same wall time with two input pipelines and prints training
 images per second for each: the notebooks' (the whole uint8 data set on the device, flips and
 translations on whole batches there) and the classic one (a torchvision-style dataset handing out PIL
 images, per-image RandomHorizontalFlip/RandomCrop/ToTensor/Normalize, a DataLoader with worker
 processes). It also prints the model's training FLOPs per image and the achieved fraction of a
-float32 matmul's FLOP/s on the same device, measured in the same run. `--amp` trains under autocast
-(bfloat16 on the CPU, float16 on CUDA), to decide whether a profile should use it on this machine.
+matmul's FLOP/s on the same device in the precision the model trains in, measured in the same run.
+`--amp` trains under autocast (bfloat16 on the CPU, float16 on CUDA), to decide whether a profile should use
+it on this machine. `--write` stores the figures with the CPU model and settings (the README quotes that file).
 """
 from __future__ import annotations
 
 import argparse
+import datetime
 import time
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -21,18 +25,20 @@ import torch.nn.functional as F
 
 from . import augment as A
 from .data import DataMissingError, TensorLoader, channel_stats, load_cifar, synthetic_images
-from .repro import keep_freed_memory, resolve_device
+from .repro import cpu_model, keep_freed_memory, resolve_device
+from .results import write_json
 from .profiles import budget
 from .training import autocast_settings
-from .vgg import CifarNet, ResNet9, resnet_steps
+from .vgg import AirNet, CifarNet, ResNet9, resnet_steps
 
 
-def matmul_flops(device: torch.device, sizes=(1024, 2048, 4096), seconds: float = 1.0) -> float:
-    """The best float32 FLOP/s of n x n matmuls over `sizes`: the practical ceiling for dense work. One
+def matmul_flops(device: torch.device, sizes=(1024, 2048, 4096), seconds: float = 1.0,
+                 dtype: torch.dtype = torch.float32) -> float:
+    """The best FLOP/s of n x n matmuls in `dtype` over `sizes`: the practical ceiling for dense work. One
     size alone under-states it (a 2048 matmul on two cores ran slower than the CIFAR convolutions)."""
     best = 0.0
     for n in sizes:
-        a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+        a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
         a @ b
         _sync(device)
         count, start = 0, time.perf_counter()
@@ -116,8 +122,13 @@ def train_throughput(model: nn.Module, batches, device: torch.device, seconds: f
                     return images_done / (time.perf_counter() - start)
 
 
+MODELS = {"baseline": lambda: CifarNet(), "resnet": lambda: CifarNet(**resnet_steps()["residual"]),
+          "resnet9": lambda: ResNet9(budget("01", "fast").strong_widths), "airnet": lambda: AirNet()}
+
+
 def cifar(seconds: float = 20.0, batch: int = 128, model_name: str = "baseline", device: str = "auto",
-          data_root=None, workers: int = 2, limit: int | None = 10_000, amp: bool = False) -> list:
+          data_root=None, workers: int = 2, limit: int | None = 10_000, amp: bool = False) -> dict:
+    """Training images/s of both pipelines, printed and returned as a record (see `--write`)."""
     device = resolve_device(device)
     try:
         data = load_cifar(data_root, "train").limit(limit)
@@ -126,11 +137,10 @@ def cifar(seconds: float = 20.0, batch: int = 128, model_name: str = "baseline",
         data = synthetic_images(limit or 10_000, 10, size=32)
         source = "synthetic stand-in (no CIFAR-10 found)"
     mean, std = channel_stats(data.images)
-    build = {"baseline": lambda: CifarNet(), "resnet": lambda: CifarNet(**resnet_steps()["residual"]),
-             "resnet9": lambda: ResNet9(budget("01", "fast").strong_widths)}[model_name]
-    flops = 3 * forward_flops(build())  # backward costs about twice the forward
-    ceiling = matmul_flops(device)
-    precision = f"autocast {str(autocast_settings(device, True)[1]).removeprefix('torch.')}" if amp else "float32"
+    flops = 3 * forward_flops(MODELS[model_name]())  # backward costs about twice the forward
+    dtype = autocast_settings(device, True)[1] if amp else torch.float32
+    ceiling = matmul_flops(device, dtype=dtype)
+    precision = f"autocast {str(dtype).removeprefix('torch.')}" if amp else "float32"
     rows = []
     ours = TensorLoader(data, batch, shuffle=True, drop_last=True, mean=mean, std=std, device=device,
                         augment=A.Compose(A.Flip(0.5), A.Translate(0.125)))
@@ -140,17 +150,23 @@ def cifar(seconds: float = 20.0, batch: int = 128, model_name: str = "baseline",
     for name, batches in (("uint8 tensor on device + batched augmentation", ours),
                           (f"DataLoader ({workers} workers) + per-image PIL transforms", classic)):
         torch.manual_seed(0)
-        rate = train_throughput(build().to(device), batches, device, seconds, amp=amp)
+        model = MODELS[model_name]().to(device)
+        if isinstance(model, AirNet):
+            model.fit_whitening(next(iter(ours))[0][:256].cpu().to(device))
+        rate = train_throughput(model, batches, device, seconds, amp=amp)
         rows.append({"pipeline": name, "images_per_s": rate, "fraction": rate * flops / ceiling})
     print(f"CIFAR training throughput: {model_name} model ({flops / 1e6:.1f} MFLOP per training image), "
           f"batch {batch}, {source}, device {device}, torch threads {torch.get_num_threads()}, "
-          f"{precision}; "
-          f"float32 matmul ceiling (best of 1024/2048/4096) {ceiling / 1e9:.1f} GFLOP/s")
+          f"{precision}; {precision.split()[-1]} matmul ceiling (best of 1024/2048/4096) {ceiling / 1e9:.1f} GFLOP/s")
     print(f"{'pipeline':<58} {'images/s':>10} {'of matmul FLOP/s':>17}")
     for row in rows:
         print(f"{row['pipeline']:<58} {row['images_per_s']:>10.0f} {100 * row['fraction']:>16.1f}%")
     print(f"speed-up of the tensor pipeline: {rows[0]['images_per_s'] / rows[1]['images_per_s']:.2f}x")
-    return rows
+    return {"model": model_name, "train_flops_per_image": flops, "batch": batch, "precision": precision,
+            "matmul_ceiling_flops": ceiling, "data": source, "images": len(data.labels),
+            "seconds_per_pipeline": seconds,
+            "device": str(device), "cpu_model": cpu_model(), "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "date": datetime.date.today().isoformat(), "pipelines": rows}
 
 
 def main(argv=None) -> None:
@@ -159,19 +175,25 @@ def main(argv=None) -> None:
     parser.add_argument("suite", choices=["cifar"])
     parser.add_argument("--seconds", type=float, default=20.0, help="timed training per pipeline")
     parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--model", choices=["baseline", "resnet", "resnet9"], default="baseline",
-                        help="resnet9: notebook 01's strong model at the fast profile's widths")
+    parser.add_argument("--model", choices=sorted(MODELS), default="baseline",
+                        help="resnet9: notebook 01's strong model at the fast profile's widths; airnet: its fast one")
     parser.add_argument("--amp", action="store_true", help="autocast: bfloat16 on the CPU, float16 on CUDA")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--workers", type=int, default=2, help="DataLoader worker processes of the classic pipeline")
+    parser.add_argument("--write", default=None, metavar="PATH",
+                        help="store the figures as JSON (e.g. results/01_bench.json, which the README quotes)")
     parser.add_argument("--default-malloc", action="store_true",
                         help="leave glibc's memory return on "
                              "(notebook 01 turns it off: helpers.repro.keep_freed_memory)")
     args = parser.parse_args(argv)
     kept = False if args.default_malloc else keep_freed_memory()
     print(f"freed memory kept for reuse (notebook setting): {kept}")
-    cifar(args.seconds, args.batch, args.model, args.device, args.data_root, args.workers, amp=args.amp)
+    record = cifar(args.seconds, args.batch, args.model, args.device, args.data_root, args.workers, amp=args.amp)
+    if args.write:
+        record["freed_memory_kept"] = kept
+        write_json(record, Path(args.write))
+        print(f"wrote {args.write}")
 
 
 if __name__ == "__main__":

@@ -45,6 +45,8 @@ class TrainConfig:
     amp: bool | str = "auto"       # "auto": float16 autocast on CUDA only
     patience: int | None = None    # plateau rule: stop once the monitored value has not improved by more than
     min_delta: float = 0.0         # min_delta for `patience` epochs in a row (None: train all epochs)
+    lookahead_every: int | None = None  # Lookahead: every k steps the slow weights move by lookahead_alpha
+    lookahead_alpha: float = 0.5        # towards the fast ones, which restart from them (None: off)
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
@@ -57,6 +59,9 @@ class TrainConfig:
             raise ValueError(f"amp={self.amp!r}: use True, False or 'auto'")
         if self.patience is not None and (self.patience < 1 or self.min_delta < 0):
             raise ValueError(f"patience={self.patience} must be >= 1 and min_delta={self.min_delta} >= 0")
+        if self.lookahead_every is not None and (self.lookahead_every < 1 or not 0 < self.lookahead_alpha <= 1):
+            raise ValueError(f"lookahead_every={self.lookahead_every} must be >= 1 and lookahead_alpha="
+                             f"{self.lookahead_alpha} in (0, 1]")
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -161,6 +166,32 @@ class History:
     @classmethod
     def from_dict(cls, data: dict) -> "History":
         return cls(**data)
+
+
+class Lookahead:
+    """Lookahead (Zhang et al., 2019) over every floating tensor of the model's state, batch-norm statistics
+    included (as airbench does): every `every` steps the slow copy moves `alpha` of the way to the trained
+    weights, and training continues from the slow copy. It damps the noise of large learning rates."""
+
+    def __init__(self, model: nn.Module, every: int, alpha: float):
+        self.model, self.every, self.alpha, self.steps = model, every, alpha, 0
+        self.slow = {k: v.detach().clone() for k, v in self._fast().items()}
+
+    def _fast(self) -> dict:
+        return {k: v for k, v in self.model.state_dict().items() if v.is_floating_point()}
+
+    @torch.no_grad()
+    def step(self) -> None:
+        self.steps += 1
+        if self.steps % self.every == 0:
+            for key, fast in self._fast().items():
+                fast.copy_(self.slow[key].lerp_(fast, self.alpha))
+
+    def state_dict(self) -> dict:
+        return {"slow": self.slow, "steps": self.steps}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.slow, self.steps = {k: v.clone() for k, v in state["slow"].items()}, state["steps"]
 
 
 def make_optimizer(params, config: TrainConfig) -> torch.optim.Optimizer:
@@ -325,7 +356,8 @@ def fit(model: nn.Module, train_loader, val_loader, config: TrainConfig, *, task
     key = fingerprint(model, config, train_loader, task)
     path = Path(checkpoint) if checkpoint else None
 
-    parts = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler}
+    lookahead = Lookahead(model, config.lookahead_every, config.lookahead_alpha) if config.lookahead_every else None
+    parts = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler, "lookahead": lookahead}
     if path and path.exists():
         history, best_state = _resume(path, key, parts, train_loader, device, name, config.epochs) or \
             (history, best_state)
@@ -339,8 +371,8 @@ def fit(model: nn.Module, train_loader, val_loader, config: TrainConfig, *, task
                                                    config.min_delta) >= config.patience:
             break  # checked before the epoch, so a resumed run that had plateaued does not train on
         started = time.perf_counter()
-        train_stats = _train_epoch(model, train_loader, task, optimizer, scheduler, scaler, config, device,
-                                   enabled, dtype, steps, history, epoch)
+        train_stats = _train_epoch(model, train_loader, task, (optimizer, scheduler, scaler, lookahead), config,
+                                   device, enabled, dtype, steps, history, epoch)
         val_stats = evaluate(model, val_loader, task, device, config.amp) if val_loader is not None else {}
         seconds = time.perf_counter() - started
         history.train_seconds += seconds
@@ -392,8 +424,8 @@ def _resume(path: Path, key: str, parts: dict, train_loader, device, name: str, 
     return history, state["best_state"]
 
 
-def _train_epoch(model, loader, task, optimizer, scheduler, scaler, config, device, enabled, dtype, steps,
-                 history, epoch) -> dict:
+def _train_epoch(model, loader, task, stepping, config, device, enabled, dtype, steps, history, epoch) -> dict:
+    optimizer, scheduler, scaler, lookahead = stepping
     model.train()
     sums, count, losses = {}, 0, []  # kept on the device: no host sync per step
     batches = progress(loader, total=steps, desc=f"epoch {epoch + 1}/{config.epochs}")
@@ -413,6 +445,8 @@ def _train_epoch(model, loader, task, optimizer, scheduler, scaler, config, devi
         scaler.update()
         if scheduler is not None:
             scheduler.step()
+        if lookahead is not None:
+            lookahead.step()
         with torch.no_grad():
             for key, values in task.metrics(outputs.detach().float(), targets).items():
                 sums[key] = sums.get(key, 0.0) + values.sum()

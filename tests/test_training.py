@@ -40,10 +40,14 @@ def test_best_validation_weights_are_restored():
     assert training.evaluate(model, val)["acc"] == pytest.approx(history.best_value)
 
 
-def test_resume_after_kill_equals_uninterrupted_run(tmp_path):
+LOOKAHEAD = TrainConfig(**(CONFIG.as_dict() | {"lookahead_every": 4, "lookahead_alpha": 0.5}))  # 6 steps/epoch
+
+
+@pytest.mark.parametrize("config", [CONFIG, LOOKAHEAD], ids=["plain", "lookahead"])
+def test_resume_after_kill_equals_uninterrupted_run(tmp_path, config):
     reference = tiny_model()
     train, val = loaders()
-    training.fit(reference, train, val, CONFIG)
+    training.fit(reference, train, val, config)
 
     class Killed(Exception):
         pass
@@ -73,14 +77,40 @@ def test_resume_after_kill_equals_uninterrupted_run(tmp_path):
     checkpoint = tmp_path / "run.ckpt"
     train, val = loaders()
     with pytest.raises(Killed):
-        training.fit(tiny_model(), DiesInEpochThree(train), val, CONFIG, checkpoint=checkpoint)
+        training.fit(tiny_model(), DiesInEpochThree(train), val, config, checkpoint=checkpoint)
     torch.manual_seed(12345)  # a restarted process has other global random state
     resumed = tiny_model()
     train, val = loaders()
-    history = training.fit(resumed, train, val, CONFIG, checkpoint=checkpoint)
+    history = training.fit(resumed, train, val, config, checkpoint=checkpoint)
     assert len(history.epochs) == 4
     for a, b in zip(reference.state_dict().values(), resumed.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_lookahead_moves_the_slow_weights_part_way_and_restarts_from_them():
+    model = nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    lookahead = training.Lookahead(model, every=2, alpha=0.25)
+    for target in (3.0, 5.0):  # two "optimiser steps" that set the weight
+        with torch.no_grad():
+            model.weight.fill_(target)
+        lookahead.step()
+    # after step 1 nothing is synchronised; after step 2 the slow copy is 1 + 0.25 * (5 - 1) = 2
+    assert torch.equal(model.weight, torch.full((1, 2), 2.0)) and torch.equal(lookahead.slow["weight"], model.weight)
+
+
+def test_lookahead_with_alpha_one_is_plain_training():
+    def trained(config):
+        model = tiny_model()  # seeds the global stream, which dropout draws from
+        training.fit(model, *loaders(), config)
+        return model
+
+    plain = trained(CONFIG)
+    full_step = trained(TrainConfig(**(CONFIG.as_dict() | {"lookahead_every": 2, "lookahead_alpha": 1.0})))
+    half_step = trained(TrainConfig(**(CONFIG.as_dict() | {"lookahead_every": 2, "lookahead_alpha": 0.5})))
+    for a, b, c in zip(plain.state_dict().values(), full_step.state_dict().values(), half_step.state_dict().values()):
+        assert torch.equal(a, b) and not torch.equal(a, c)
 
 
 def test_finished_checkpoint_is_loaded_not_retrained_and_other_settings_start_afresh(tmp_path, capsys):
@@ -127,6 +157,8 @@ def test_bad_config_names_the_choices():
         TrainConfig(epochs=1, scheduler="cosnie")
     with pytest.raises(TypeError, match="learning_rate"):
         TrainConfig(epochs=1, learning_rate=0.1)
+    with pytest.raises(ValueError, match="lookahead_alpha=0 in"):
+        TrainConfig(epochs=1, lookahead_every=5, lookahead_alpha=0)
 
 
 def test_diverging_loss_is_reported_with_a_fix():

@@ -1,4 +1,5 @@
 """helpers.vgg: the CIFAR-10 baseline's exact size, and that each switch changes only what it names."""
+import json
 import math
 
 import pytest
@@ -7,7 +8,8 @@ import torch.nn as nn
 
 from helpers.models import count_parameters
 from helpers import vgg
-from helpers.vgg import BasicBlock, CifarNet, Residual, ResNet9, SqueezeExcite, norm_layer, output_shape, resnet_steps
+from helpers.vgg import (AirNet, BasicBlock, CifarNet, Residual, ResNet9, SqueezeExcite, norm_layer, output_shape,
+                          resnet_steps)
 
 
 def test_baseline_matches_the_tutorial_model():
@@ -111,12 +113,17 @@ def test_forward_flops_of_the_baseline_by_hand():
     assert forward_flops(CifarNet()) == expected == 77_793_792
 
 
-def test_cifar_benchmark_prints_both_pipelines(capsys, tmp_path):
+def test_cifar_benchmark_prints_both_pipelines_and_writes_its_record(capsys, tmp_path):
     from helpers import bench
-    rows = bench.cifar(seconds=0.2, batch=32, device="cpu", data_root=tmp_path, workers=0, limit=256)
+    bench.main(["cifar", "--seconds", "0.2", "--batch", "32", "--device", "cpu", "--data-root", str(tmp_path),
+                "--workers", "0", "--model", "airnet", "--write", str(tmp_path / "bench.json")])
     out = capsys.readouterr().out
     assert "synthetic stand-in" in out and "speed-up" in out and "matmul ceiling" in out
+    record = json.loads((tmp_path / "bench.json").read_text())
+    assert record["model"] == "airnet" and record["cpu_model"] and record["precision"] == "float32"
+    assert record["train_flops_per_image"] == 3 * bench.forward_flops(AirNet())
     # a 0.2 s run on a busy machine can even beat the 2 s matmul estimate: only signs are stable here
+    rows = record["pipelines"]
     assert len(rows) == 2 and all(r["images_per_s"] > 0 and r["fraction"] > 0 for r in rows)
 
 
