@@ -188,6 +188,49 @@ class PerImageStandardize:
         return f"PerImageStandardize(eps={self.eps})"
 
 
+RESIZE_FILTERS = ("nearest", "bilinear", "bilinear-antialias", "bicubic-antialias", "area")
+
+
+def _resize(images: torch.Tensor, size: int, method: str) -> torch.Tensor:
+    mode, _, antialias = method.partition("-")
+    corners = None if mode in ("nearest", "area") else False
+    return F.interpolate(images, size=(size, size), mode=mode, align_corners=corners, antialias=bool(antialias))
+
+
+def resample(images: torch.Tensor, size: int, down: str, up: str = "bilinear") -> torch.Tensor:
+    """The images shrunk to `size` with the filter `down` and brought back to their size with `up`: what a
+    different resize pipeline in front of the data set would have produced."""
+    return _resize(_resize(images, size, down), images.shape[-1], up)
+
+
+class RandomResample:
+    """With probability p, each image is shrunk to a random size (fraction `scale` of its side) with a filter
+    drawn from `filters` and brought back bilinearly. The offline GTSRB copy was resized without
+    antialiasing, torchvision's download is resized by PIL with it: training on both kinds of aliasing and
+    blur keeps the model indifferent to which pipeline made its 32x32 inputs."""
+
+    def __init__(self, p: float = 0.5, scale=(0.6, 1.0), filters=RESIZE_FILTERS):
+        unknown = set(filters) - set(RESIZE_FILTERS)
+        if unknown:
+            raise ValueError(f"unknown resize filters {sorted(unknown)}; choose from {RESIZE_FILTERS}")
+        self.p, self.scale, self.filters = p, tuple(scale), tuple(filters)
+
+    def __call__(self, images, labels, generator):
+        n, side = len(images), images.shape[-1]
+        size = max(2, round(side * float(_uniform(1, *self.scale, generator, "cpu"))))
+        which = (_uniform(n, 0, 1, generator, images.device) * len(self.filters)).long()
+        keep = _uniform(n, 0, 1, generator, images.device) >= self.p
+        out = images.clone()
+        for i, method in enumerate(self.filters):
+            chosen = torch.nonzero((which == i) & ~keep).flatten()
+            if len(chosen):
+                out[chosen] = resample(images[chosen], size, method)
+        return out, labels
+
+    def __repr__(self):
+        return f"RandomResample(p={self.p}, scale={self.scale}, filters={self.filters})"
+
+
 def shifted_views(images: torch.Tensor, pixels: int = 2) -> list:
     """Four copies shifted by `pixels` up/down/left/right (edges replicated), for test-time averaging."""
     h, w = images.shape[-2:]

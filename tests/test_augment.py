@@ -12,7 +12,7 @@ def batch(n=6, c=3, h=8, w=8):
 
 @pytest.mark.parametrize("augmentation", [
     A.Flip(), A.Translate(0.25), A.RandomCrop(8, padding=2), A.RandomAffine(10, (0.9, 1.1), 5, 0.1),
-    A.BrightnessContrast(0.2, 0.2), A.Compose(A.Flip(), A.Translate(0.1)),
+    A.BrightnessContrast(0.2, 0.2), A.Compose(A.Flip(), A.Translate(0.1)), A.RandomResample(p=0.7),
 ])
 def test_augmentations_keep_shapes_labels_and_are_seeded(augmentation):
     images, labels = batch()
@@ -113,3 +113,25 @@ def test_random_erasing_fills_one_box_per_chosen_image():
     for mask in erased[chosen]:  # one rectangle: its bounding box is fully erased
         rows, cols = mask.any(1).nonzero(), mask.any(0).nonzero()
         assert mask[rows.min():rows.max() + 1, cols.min():cols.max() + 1].all()
+
+
+def test_random_resample_changes_only_the_chosen_images_and_keeps_a_flat_image_flat():
+    images, labels = batch(n=64)
+    out, _ = A.RandomResample(p=0.5, scale=(0.5, 0.5))(images, labels, make_generator(3))
+    changed = (out - images).abs().flatten(1).amax(1) > 1e-6
+    assert 10 < changed.sum() < 54  # about half, drawn per image
+    flat = torch.full((4, 3, 8, 8), 0.25)
+    for method in A.RESIZE_FILTERS:
+        assert torch.allclose(A.resample(flat, 3, method), flat, atol=1e-6), method
+
+
+def test_resample_at_full_size_is_the_identity_and_filters_differ_when_shrinking():
+    images, _ = batch(n=2, h=16, w=16)
+    assert torch.allclose(A.resample(images, 16, "bilinear"), images, atol=1e-6)
+    nearest, smooth = (A.resample(images, 7, m) for m in ("nearest", "bilinear-antialias"))
+    assert not torch.allclose(nearest, smooth, atol=1e-3)
+
+
+def test_random_resample_names_the_filters_it_knows():
+    with pytest.raises(ValueError, match="choose from"):
+        A.RandomResample(filters=("lanczos",))
