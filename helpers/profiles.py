@@ -56,13 +56,13 @@ _BUDGETS = {
     "03": {
         "smoke": dict(recipe="tiny", synthetic=True, train_limit=512, test_limit=256, epochs=2,
                       steps_per_epoch=4, trials=2, eval_batch_size=256, sweep_lrs=(1e-3, 4e-3), sweep_epochs=1,
-                      challenge_epochs=2, challenge_trials=1, final_epochs=2, final_trials=2),
+                      challenge_epochs=(1, 2), final_trials=2),
         "fast": dict(recipe="cpu", synthetic=False, train_limit=None, test_limit=None, epochs=20,
                      steps_per_epoch=None, trials=3, eval_batch_size=1024, sweep_lrs=(5e-4, 1e-3, 2e-3, 4e-3, 8e-3),
-                     sweep_epochs=5, challenge_epochs=20, challenge_trials=1, final_epochs=40, final_trials=3),
+                     sweep_epochs=5, challenge_epochs=(20, 30), final_trials=3),
         "full": dict(recipe="handout", synthetic=False, train_limit=None, test_limit=None, epochs=400,
                      steps_per_epoch=None, trials=3, eval_batch_size=1024, sweep_lrs=(2.5e-4, 5e-4, 1e-3, 2e-3, 4e-3),
-                     sweep_epochs=50, challenge_epochs=100, challenge_trials=1, final_epochs=100, final_trials=3),
+                     sweep_epochs=50, challenge_epochs=(50, 100), final_trials=3),
     },
     "04": {
         "smoke": dict(recipe="tiny", synthetic=True, epochs=2, steps_per_epoch=2, trials=2, eval_batch_size=8,
@@ -165,14 +165,15 @@ def budget(notebook: str, profile: str) -> Budget:
 
 DRY_RUN_ENV = "HELPERS_DRY_RUN"
 # A dry run keeps a profile's models, recipes (widths, batch sizes, amp, schedules) and data shapes, and cuts the
-# rest: synthetic stand-ins in these numbers (each at least one full batch of the recipe), one step per epoch, at
-# most one epoch per loop, at most two trials. What it finds is what would crash the profile late, not a result.
+# rest: synthetic stand-ins in these numbers (each at least one full batch of the recipe), fewer cached views,
+# folds and generated characters, one step per epoch, at most one epoch per loop, at most two trials. What it finds
+# is what would crash the profile late, not a result.
 _DRY_RUN_DATA = {
     "01": dict(train_limit=1024, val_size=512, test_limit=512, strong_train_limit=1024),
-    "02": dict(train_limit=256, test_limit=128, forget_images=128),
+    "02": dict(train_limit=160, test_limit=96, forget_images=64, target_views=1, target_whole_views=1, target_folds=2),
     "03": dict(train_limit=512, test_limit=256),
     "04": {},
-    "05": dict(synthetic_chars=60_000),
+    "05": dict(synthetic_chars=60_000, prompts=2, sample_length=40, visual_chars=100),
 }
 
 
@@ -185,6 +186,8 @@ def dry_run(plan: Budget, notebook: str) -> Budget:
             return {k: cut(k, v) for k, v in value.items()}
         if key == "steps_per_epoch" or (key.endswith("epochs") and isinstance(value, int)):
             return 1
+        if key.endswith("epochs") and isinstance(value, tuple):  # candidate budgets: keep them distinct
+            return tuple(range(1, len(value) + 1))
         if key.endswith("trials") and isinstance(value, int):
             return min(value, 2)  # repeated runs still repeat, twice (as in smoke), to keep CI short
         return value

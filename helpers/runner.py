@@ -263,8 +263,9 @@ def run_experiment(run: Run, name: str, build_model, config: TrainConfig, train_
                   "history": history.as_dict(), "test": test, "train_seconds": history.train_seconds,
                   "data": getattr(train_loader, "meta", None)}
         run.save_results(name, record)
-        if keep_weights:
-            run.save_weights(model, name, metric={f"test_{k}": v for k, v in test.items()},
+        if keep_weights:  # an untested run (a selection run) is described by its best validation value
+            metric = {f"test_{k}": v for k, v in test.items()} or {history.monitor: history.best_value}
+            run.save_weights(model, name, metric=metric,
                              preprocessing=preprocessing or preprocessing_of(test_loader or val_loader))
         return Outcome(name, model, history, test, record)
     record = run.stored(name)

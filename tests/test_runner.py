@@ -235,3 +235,6 @@ def test_a_dry_run_keeps_the_recipe_and_cuts_loops_and_data():
     two = dry_run(budget("02", "full"), "02")
     assert two.sizes == budget("02", "full").sizes and two.gradual == budget("02", "full").gradual
     assert two.train_limit >= recipe("02", "full").batch_size  # at least one full batch of the recipe
+    assert two.target_folds == 2 and cut.prompts == 2 and cut.sample_length < full.sample_length
+    three = dry_run(budget("03", "fast"), "03")
+    assert three.challenge_epochs == (1, 2) == tuple(range(1, len(budget("03", "fast").challenge_epochs) + 1))
