@@ -60,6 +60,7 @@ report: venv
 	$(PY) -m helpers.report check
 	cd report && latexmk -pdf -interaction=nonstopmode -halt-on-error -Werror main.tex
 	@! grep -E "(Reference|Citation).*undefined|There were undefined" report/main.log || { echo "report: undefined references or citations (see report/main.log)"; exit 1; }
+	$(PY) -m helpers.report layout
 	$(PY) -m helpers.report stamp
 
 submission: venv

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from . import augment as A
 from .data import DataMissingError, TensorLoader, channel_stats, load_cifar, synthetic_images
 from .repro import cpu_model, keep_freed_memory, resolve_device
-from .results import write_json
+from .results import read_json_if_present, write_json
 from .profiles import budget
 from .training import autocast_settings
 from .vgg import AirNet, CifarNet, ResNet9, resnet_steps
@@ -190,9 +190,10 @@ def main(argv=None) -> None:
     kept = False if args.default_malloc else keep_freed_memory()
     print(f"freed memory kept for reuse (notebook setting): {kept}")
     record = cifar(args.seconds, args.batch, args.model, args.device, args.data_root, args.workers, amp=args.amp)
-    if args.write:
+    if args.write:  # one record per model and precision: the README's table lists them all
         record["freed_memory_kept"] = kept
-        write_json(record, Path(args.write))
+        stored = read_json_if_present(Path(args.write))
+        write_json(stored | {f"{record['model']}/{record['precision']}": record}, Path(args.write))
         print(f"wrote {args.write}")
 
 

@@ -46,6 +46,23 @@ def test_check_names_missing_tables_figures_and_macros(tmp_path):
     assert not any("\\RNbZeroOneAcc" in p for p in problems)
 
 
+def test_check_names_a_generated_table_the_report_leaves_out(tmp_path):
+    root = write_report(tmp_path / "r", "\\input{generated/01_used}")
+    for name in ("01_used", "01_forgotten"):
+        (root / "generated" / f"{name}.tex").write_text("\\begin{table}\\end{table}\n")
+    problems = report.check(root)
+    assert [p for p in problems if "never" in p] == [p for p in problems if "01_forgotten.tex" in p]
+    assert len([p for p in problems if "01_forgotten.tex" in p]) == 1
+
+
+def test_layout_problems_name_boxes_over_a_point_only():
+    log = ("Overfull \\hbox (51.2pt too wide) in paragraph at lines 12--14\n"
+           "Overfull \\hbox (0.4pt too wide) in alignment at lines 3--9\n"
+           "Underfull \\hbox (badness 2600) in paragraph at lines 225--232\n")
+    problems = report.layout_problems(log)
+    assert len(problems) == 1 and "51.2pt" in problems[0] and "lines 12--14" in problems[0]
+
+
 def test_submission_bundles_the_course_shape_and_refuses_a_stale_report(tmp_path, monkeypatch):
     root = write_report(tmp_path / "report", "Accuracy \\RNbZeroOneAcc.")
     executed = tmp_path / "executed"
@@ -124,6 +141,7 @@ def test_the_bundle_replays_a_notebook_on_its_own(tmp_path, monkeypatch, data_ro
 def test_readme_cost_table_is_the_one_the_records_give():
     readme = (report.PROJECT_ROOT / "README.md").read_text(encoding="utf-8")
     assert report.cost_table() in readme, "stale: run `python -m helpers.report costs --write`"
+    assert report.bench_table() in readme, "stale: run `python -m helpers.report costs --write`"
 
 
 def test_cost_table_sums_runs_and_says_what_was_not_measured(tmp_path):
@@ -141,7 +159,19 @@ def test_cost_table_sums_runs_and_says_what_was_not_measured(tmp_path):
                         "AMD EPYC; Intel Xeon |")
     assert lines[4] == "| 02 | 2 min over 1 run | not recorded | not recorded | AMD EPYC |"
     with pytest.raises(report.ReportError, match="cost-table"):
-        report.readme_with_costs("# no markers", "\n".join(lines))
+        report.readme_with_block("# no markers", "\n".join(lines), report.COST_MARKERS)
+
+
+def test_bench_table_quotes_the_stored_benchmark_and_says_when_there_is_none(tmp_path):
+    assert "not measured" in report.bench_table(tmp_path / "absent.json")
+    pipelines = [{"images_per_s": 1200.0, "fraction": 0.25}, {"images_per_s": 400.0, "fraction": 0.08}]
+    record = {"model": "airnet", "precision": "autocast bfloat16", "train_flops_per_image": 7.2e8,
+              "matmul_ceiling_flops": 3.5e12, "cpu_model": "Intel Xeon", "threads": 2, "date": "2026-12-03",
+              "pipelines": pipelines}
+    (tmp_path / "bench.json").write_text(json.dumps({"airnet/autocast bfloat16": record}))
+    row = report.bench_table(tmp_path / "bench.json").splitlines()[3]
+    assert row == ("| airnet, autocast bfloat16 | 0.72 G | 1,200 img/s | 400 img/s | 3.00x | 25.0 % of 3,500 GFLOP/s "
+                   "| Intel Xeon, 2, 2026-12-03 |")
 
 
 def test_video_outline_is_generated_from_the_current_results():

@@ -119,7 +119,7 @@ def test_cifar_benchmark_prints_both_pipelines_and_writes_its_record(capsys, tmp
                 "--workers", "0", "--model", "airnet", "--write", str(tmp_path / "bench.json")])
     out = capsys.readouterr().out
     assert "synthetic stand-in" in out and "speed-up" in out and "matmul ceiling" in out
-    record = json.loads((tmp_path / "bench.json").read_text())
+    (record,) = json.loads((tmp_path / "bench.json").read_text()).values()
     assert record["model"] == "airnet" and record["cpu_model"] and record["precision"] == "float32"
     assert record["train_flops_per_image"] == 3 * bench.forward_flops(AirNet())
     # a 0.2 s run on a busy machine can even beat the 2 s matmul estimate: only signs are stable here
