@@ -27,7 +27,7 @@ from . import augment as A
 from .data import DataMissingError, TensorLoader, channel_stats, load_cifar, synthetic_images
 from .repro import cpu_model, keep_freed_memory, resolve_device
 from .results import read_json_if_present, write_json
-from .profiles import budget
+from .profiles import recipe
 from .training import autocast_settings
 from .vgg import AirNet, CifarNet, ResNet9, resnet_steps
 
@@ -123,7 +123,7 @@ def train_throughput(model: nn.Module, batches, device: torch.device, seconds: f
 
 
 MODELS = {"baseline": lambda: CifarNet(), "resnet": lambda: CifarNet(**resnet_steps()["residual"]),
-          "resnet9": lambda: ResNet9(budget("01", "fast").strong_widths), "airnet": lambda: AirNet()}
+          "resnet9": lambda: ResNet9(recipe("01", "fast").strong_widths), "airnet": lambda: AirNet()}
 
 
 def cifar(seconds: float = 20.0, batch: int = 128, model_name: str = "baseline", device: str = "auto",

@@ -113,6 +113,13 @@ def test_forward_flops_of_the_baseline_by_hand():
     assert forward_flops(CifarNet()) == expected == 77_793_792
 
 
+@pytest.mark.parametrize("name", ["baseline", "resnet", "resnet9", "airnet"])
+def test_every_benchmark_model_builds_and_counts_its_flops(name):
+    from helpers import bench
+    assert set(bench.MODELS) == {"baseline", "resnet", "resnet9", "airnet"}
+    assert bench.forward_flops(bench.MODELS[name]()) > 1e7
+
+
 def test_cifar_benchmark_prints_both_pipelines_and_writes_its_record(capsys, tmp_path):
     from helpers import bench
     bench.main(["cifar", "--seconds", "0.2", "--batch", "32", "--device", "cpu", "--data-root", str(tmp_path),
