@@ -173,7 +173,8 @@ _DRY_RUN_DATA = {
     "02": dict(train_limit=160, test_limit=96, forget_images=64, target_views=1, target_whole_views=1, target_folds=2),
     "03": dict(train_limit=512, test_limit=256),
     "04": {},
-    "05": dict(synthetic_chars=60_000, prompts=2, sample_length=40, visual_chars=100),
+    "05": dict(synthetic_chars=60_000, prompts=2, sample_length=40, visual_chars=100, shuffle_chunk=2_000,
+               gap_chunk=1_000),
 }
 
 
