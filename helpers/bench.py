@@ -152,7 +152,7 @@ def cifar(seconds: float = 20.0, batch: int = 128, model_name: str = "baseline",
         torch.manual_seed(0)
         model = MODELS[model_name]().to(device)
         if isinstance(model, AirNet):
-            model.fit_whitening(next(iter(ours))[0][:256].cpu().to(device))
+            model.fit_whitening(next(iter(ours))[0][:256])  # a batch as the model sees it, already on the device
         rate = train_throughput(model, batches, device, seconds, amp=amp)
         rows.append({"pipeline": name, "images_per_s": rate, "fraction": rate * flops / ceiling})
     print(f"CIFAR training throughput: {model_name} model ({flops / 1e6:.1f} MFLOP per training image), "

@@ -282,6 +282,13 @@ def list_claims(write: bool = False, results_dir: Path = PROJECT_ROOT / "results
     return 0 if all(e.holds for e in evaluations) else 1
 
 
+def _reported(problems: list) -> int:
+    """Each problem on stderr; the exit status says whether there were any."""
+    for problem in problems:
+        print(f"report: {problem}", file=sys.stderr)
+    return 1 if problems else 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.report", description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=("check", "layout", "claims", "costs", "stamp", "submission"))
@@ -293,15 +300,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "check":
-            problems = check()
-            for problem in problems:
-                print(f"report: {problem}", file=sys.stderr)
-            return 1 if problems else 0
+            return _reported(check())
         if args.command == "layout":  # after the build: main.log holds what LaTeX could not fit
-            problems = layout_problems((REPORT_DIR / "main.log").read_text(encoding="latin-1"))
-            for problem in problems:
-                print(f"report: {problem}", file=sys.stderr)
-            return 1 if problems else 0
+            return _reported(layout_problems((REPORT_DIR / "main.log").read_text(encoding="latin-1")))
         if args.command == "claims":
             return list_claims(write=args.write)
         if args.command == "costs":
