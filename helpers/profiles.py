@@ -12,7 +12,8 @@ from __future__ import annotations
 
 PROFILES = ("smoke", "fast", "full")
 
-# Budget keys: `synthetic` selects the stand-in data; `train_limit`/`test_limit` cap set sizes (None = all);
+# Budget keys: `synthetic` selects the stand-in data; `train_limit`/`test_limit` cap set sizes (None = all;
+# notebook 01's `tutorial_limit` caps the tutorial's table, `train_limit` its explorations);
 # `steps_per_epoch` caps optimisation steps (None = one pass over the data); `*_epochs` are epochs per
 # study; notebook 02's `sizes` are the input sides its probe tries, `depths` the numbers of last blocks
 # fine-tuned, `gradual` the (blocks, epochs) stages of gradual unfreezing, `target_*` the target model's
@@ -21,14 +22,14 @@ PROFILES = ("smoke", "fast", "full")
 # plateau patience, `gap_chunk`/`shuffle_chunk` the stretches of text of the validation-test gap analysis.
 _BUDGETS = {
     "01": {
-        "smoke": dict(recipe="tiny", synthetic=True, train_limit=256, val_size=64, test_limit=128,
-                      eval_batch_size=256, epochs=1, combined_epochs=2, explore_epochs=1, steps_per_epoch=2,
-                      strong_train_limit=256, strong_epochs=2, standin_epochs=1),
-        "fast": dict(recipe="cpu", synthetic=False, train_limit=10_000, val_size=5000, test_limit=None,
-                     eval_batch_size=1000, epochs=10, combined_epochs=20, explore_epochs=6,
+        "smoke": dict(recipe="tiny", synthetic=True, tutorial_limit=256, train_limit=256, val_size=64,
+                      test_limit=128, eval_batch_size=256, epochs=1, combined_epochs=2, explore_epochs=1,
+                      steps_per_epoch=2, strong_train_limit=256, strong_epochs=2, standin_epochs=1),
+        "fast": dict(recipe="cpu", synthetic=False, tutorial_limit=None, train_limit=10_000, val_size=5000,
+                     test_limit=None, eval_batch_size=1000, epochs=30, combined_epochs=30, explore_epochs=6,
                      steps_per_epoch=None, strong_train_limit=None, strong_epochs=24, standin_epochs=2),
-        "full": dict(recipe="handout", synthetic=False, train_limit=None, val_size=5000, test_limit=None,
-                     eval_batch_size=1000, epochs=100, combined_epochs=400, explore_epochs=100,
+        "full": dict(recipe="handout", synthetic=False, tutorial_limit=None, train_limit=None, val_size=5000,
+                     test_limit=None, eval_batch_size=1000, epochs=100, combined_epochs=400, explore_epochs=100,
                      steps_per_epoch=None, strong_train_limit=None, strong_epochs=30, standin_epochs=2),
     },
     "02": {
@@ -57,7 +58,7 @@ _BUDGETS = {
         "smoke": dict(recipe="tiny", synthetic=True, train_limit=512, test_limit=256, epochs=2,
                       steps_per_epoch=4, trials=2, eval_batch_size=256, sweep_lrs=(1e-3, 4e-3), sweep_epochs=1,
                       challenge_epochs=(1, 2), final_trials=2),
-        "fast": dict(recipe="cpu", synthetic=False, train_limit=None, test_limit=None, epochs=20,
+        "fast": dict(recipe="cpu", synthetic=False, train_limit=None, test_limit=None, epochs=30,
                      steps_per_epoch=None, trials=3, eval_batch_size=1024, sweep_lrs=(5e-4, 1e-3, 2e-3, 4e-3, 8e-3),
                      sweep_epochs=5, challenge_epochs=(20, 30), final_trials=3),
         "full": dict(recipe="handout", synthetic=False, train_limit=None, test_limit=None, epochs=400,
@@ -93,16 +94,20 @@ _BUDGETS = {
     },
 }
 
-# Recipes: notebook 01's strong_* keys are the ResNet-9's; notebook 02's the transfer study's (the backbone,
+# Recipes: notebook 01's `tutorial` is what the tutorial's five configurations share on top of SGD with momentum
+# 0.9 at batch_size (learning rate, schedule, precision; the hand-out's is the tutorial's constant 0.001), its
+# strong_* keys are the ResNet-9's; notebook 02's the transfer study's (the backbone,
 # learning rates, size_tolerance for choosing the input size, min_gain for stopping the depth search);
 # notebook 05's `best_model` is the long run's model and learning rate. amp=False on CPUs whose bfloat16 autocast is
 # slower than float32 (`python -m helpers.bench cifar --amp`).
 _RECIPES = {
     "01": {
-        "tiny": dict(batch_size=64, amp=False, strong_widths=(8, 16, 32, 64), strong_batch=64, strong_lr=0.05),
-        "cpu": dict(batch_size=64, amp=False, strong_widths=(32, 64, 128, 256), strong_batch=256, strong_lr=0.2),
+        "tiny": dict(batch_size=64, amp=False, tutorial=dict(lr=0.01, scheduler="warmup_cosine", warmup_epochs=1),
+                     strong_widths=(8, 16, 32, 64), strong_batch=64, strong_lr=0.05),
+        "cpu": dict(batch_size=64, amp=False, strong_widths=(32, 64, 128, 256), strong_batch=256, strong_lr=0.2,
+                    tutorial=dict(lr=0.01, scheduler="warmup_cosine", warmup_epochs=1, amp=True)),
         "handout": dict(batch_size=64, amp="auto", strong_widths=(64, 128, 256, 512), strong_batch=512,
-                        strong_lr=0.4),
+                        strong_lr=0.4, tutorial=dict(lr=0.001, scheduler=None)),
     },
     "02": {
         "tiny": dict(backbone="tiny", lr=1e-3, size_tolerance=0.01, batch_size=32, min_gain=3e-3,

@@ -142,9 +142,10 @@ class Run:
         return results.load_weights(model, f"{self.notebook}_{name}", self.path("weights"), map_location=self.device)
 
     def keep_weights(self, model, name: str, metric: dict | None = None, preprocessing: dict | None = None) -> dict:
-        """Store a chosen model's weights when training; load them into `model` on the TRAIN=False path.
-        `preprocessing`: what its inputs need (`weights.preprocessing_of(test_loader)`), so the file stands alone."""
-        if self.train:
+        """Store a chosen model's weights when training (or when RETRAIN names `name`); load them into `model` on
+        the TRAIN=False path. `preprocessing`: what its inputs need (`weights.preprocessing_of(test_loader)`), so the
+        file stands alone."""
+        if self.trains(name):
             return self.save_weights(model, name, metric, preprocessing)
         return self.load_weights(model, name)
 

@@ -162,6 +162,12 @@ def test_macros_carry_the_profile_and_weights_are_kept_then_reloaded(tmp_path):
     fresh = torch.nn.Linear(3, 2)
     replay.keep_weights(fresh, "best")
     assert torch.equal(fresh.weight, trained.weight)
+    torch.manual_seed(1)
+    retrained = torch.nn.Linear(3, 2)
+    rechosen = runner.start(dict(GOOD, OUTPUT_DIR=str(tmp_path), TRAIN=False, RETRAIN=["best"]), "04")
+    rechosen.keep_weights(retrained, "best")  # RETRAIN names it: stored anew, not loaded
+    replay.keep_weights(fresh, "best")
+    assert torch.equal(fresh.weight, retrained.weight) and not torch.equal(fresh.weight, trained.weight)
 
 
 def test_require_trained_names_what_retrain_must_add(tmp_path):

@@ -14,7 +14,7 @@ from tests.conftest import require
 MANIFEST = results.read_manifest(PROJECT_ROOT / "weights")
 # Saved before weights described themselves (no constructor config); notebooks 01 and 02 re-create them when they
 # are re-run. load_model must refuse them with the fix; once re-created, this set must shrink.
-LEGACY = {"01_best", "02_target_final_head", "02_target_final_whole"}
+LEGACY = {"02_target_final_head", "02_target_final_whole"}
 SLICE = 2000  # test images per classifier: enough for a binomial standard error of about 0.5 points
 
 
