@@ -2,8 +2,8 @@
 
 A claim names its runs without the notebook prefix; `says` is what the prose would state. The report
 uses the generated wording (\\Claim<Id> macros from report/generated/<nb>_claims_macros.tex) instead of
-typing the comparison. Single-seed studies (notebooks 01 and 02 today) state no comparison until
-their reference is repeated over >= 3 seeds to give a noise band.
+typing the comparison. Single-seed studies (notebook 01's explorations, notebook 02 today) state no
+comparison until their reference is repeated over >= 3 seeds to give a noise band.
 """
 from __future__ import annotations
 
@@ -29,10 +29,25 @@ GTSRB_LABELS = {"baseline": "the Adam baseline without BN", "bn": "BN + Adam", "
 GTSRB_FACTORIAL = (("bn", "baseline"), ("adamw", "baseline"), ("bn_adamw", "adamw"), ("bn_adamw", "bn"))
 GTSRB_SAYS = {(c, ref, tag): "no difference" for c, ref in GTSRB_FACTORIAL for tag in ("test", "epoch-one")} | {
     ("bn_adamw", "adamw", "test"): "higher"}  # the one difference the trials show
+# 01: the tutorial's rows are single runs (seed 2023) against the baseline's seeds: its mean and seed noise.
+TUTORIAL_REFERENCE = ("baseline", "baseline_trial1", "baseline_trial2")
+TUTORIAL_LABELS = {"dropout": "dropout", "l2": "L2", "augmentation": "augmentation",
+                   "combined": "the combined model (BN, dropout, augmentation)"}
+TUTORIAL_GAP = "history.epochs[-1].train_acc - history.epochs[-1].val_acc"
+TUTORIAL_SAYS = {"test": {"dropout": "higher", "l2": "higher", "augmentation": "higher", "combined": "higher"},
+                 "gap": {"dropout": "lower", "l2": "no difference", "augmentation": "lower", "combined": "lower"}}
 UNET_LABELS = {"nearest": "nearest up-sampling", "elu": "ELU", "nearest_elu": "nearest up-sampling + ELU"}
 UNET_BASELINE = "the baseline with transposed convolutions and ReLU"
 
 CLAIMS = [
+    # 01: each regulariser against the tutorial's baseline, on test accuracy and on the over-fitting gap.
+    *[Claim(id=f"01-{run}-{tag}", notebook="01", says=TUTORIAL_SAYS[tag][run], metric=metric, subject=(run,),
+            reference=TUTORIAL_REFERENCE, noise=TUTORIAL_REFERENCE, what=what, subject_label=TUTORIAL_LABELS[run],
+            reference_label="the baseline (mean of 3 seeds)")
+      for run in TUTORIAL_LABELS
+      for tag, metric, what in (("test", "test.acc", "test accuracy"),
+                                ("gap", TUTORIAL_GAP, "over-fitting gap (training minus validation accuracy, "
+                                                      "last epoch)"))],
     # 03: each factor's effect at either level of the other, on final test accuracy and on validation accuracy
     # after the first epoch (how fast training starts).
     *[_vs_baseline("03", c, GTSRB_LABELS[c], metric, what, GTSRB_SAYS[c, ref, tag], baseline=ref,

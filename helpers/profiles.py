@@ -13,7 +13,8 @@ from __future__ import annotations
 PROFILES = ("smoke", "fast", "full")
 
 # Budget keys: `synthetic` selects the stand-in data; `train_limit`/`test_limit` cap set sizes (None = all;
-# notebook 01's `tutorial_limit` caps the tutorial's table, `train_limit` its explorations);
+# notebook 01's `tutorial_limit` caps the tutorial's table, `train_limit` its explorations; `tutorial_seeds`
+# is how many seeds its baseline trains, for the seed noise its rows are judged against);
 # `steps_per_epoch` caps optimisation steps (None = one pass over the data); `*_epochs` are epochs per
 # study; notebook 02's `sizes` are the input sides its probe tries, `depths` the numbers of last blocks
 # fine-tuned, `gradual` the (blocks, epochs) stages of gradual unfreezing, `target_*` the target model's
@@ -22,15 +23,17 @@ PROFILES = ("smoke", "fast", "full")
 # plateau patience, `gap_chunk`/`shuffle_chunk` the stretches of text of the validation-test gap analysis.
 _BUDGETS = {
     "01": {
-        "smoke": dict(recipe="tiny", synthetic=True, tutorial_limit=256, train_limit=256, val_size=64,
-                      test_limit=128, eval_batch_size=256, epochs=1, combined_epochs=2, explore_epochs=1,
-                      steps_per_epoch=2, strong_train_limit=256, strong_epochs=2, standin_epochs=1),
-        "fast": dict(recipe="cpu", synthetic=False, tutorial_limit=None, train_limit=10_000, val_size=5000,
-                     test_limit=None, eval_batch_size=1000, epochs=30, combined_epochs=30, explore_epochs=6,
-                     steps_per_epoch=None, strong_train_limit=None, strong_epochs=24, standin_epochs=2),
-        "full": dict(recipe="handout", synthetic=False, tutorial_limit=None, train_limit=None, val_size=5000,
-                     test_limit=None, eval_batch_size=1000, epochs=100, combined_epochs=400, explore_epochs=100,
-                     steps_per_epoch=None, strong_train_limit=None, strong_epochs=30, standin_epochs=2),
+        "smoke": dict(recipe="tiny", synthetic=True, tutorial_limit=256, tutorial_seeds=3, train_limit=256,
+                      val_size=64, test_limit=128, eval_batch_size=256, epochs=1, combined_epochs=2,
+                      explore_epochs=1, steps_per_epoch=2, strong_train_limit=256, strong_epochs=2, standin_epochs=1),
+        "fast": dict(recipe="cpu", synthetic=False, tutorial_limit=None, tutorial_seeds=3, train_limit=10_000,
+                     val_size=5000, test_limit=None, eval_batch_size=1000, epochs=30, combined_epochs=30,
+                     explore_epochs=6, steps_per_epoch=None, strong_train_limit=None, strong_epochs=24,
+                     standin_epochs=2),
+        "full": dict(recipe="handout", synthetic=False, tutorial_limit=None, tutorial_seeds=3, train_limit=None,
+                     val_size=5000, test_limit=None, eval_batch_size=1000, epochs=100, combined_epochs=400,
+                     explore_epochs=100, steps_per_epoch=None, strong_train_limit=None, strong_epochs=30,
+                     standin_epochs=2),
     },
     "02": {
         "smoke": dict(recipe="tiny", synthetic=True, train_limit=160, test_limit=96, sizes=(32, 48, 64),
