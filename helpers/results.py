@@ -189,6 +189,11 @@ def epochs_run(record: dict) -> int:
     return len(history["epochs"]) if history.get("epochs") else record["config"]["epochs"]
 
 
+def record_devices(files: list) -> list:
+    """The devices stored results files trained on, sorted (a section re-run later may have run elsewhere)."""
+    return sorted({f["environment"].get("device_name", "") for f in files} - {""})
+
+
 def describe_records(files: list) -> str:
     """What a caption must say about its rows, read from their stored results files: data (real or
     synthetic stand-in, per row where they differ), training samples, input size, epochs, seeds, device."""
@@ -206,7 +211,7 @@ def describe_records(files: list) -> str:
     parts.append(_span([d["input_size"] for d in data if d.get("input_size")], " px images"))
     parts.append(_span([epochs_run(r) for r in records if "config" in r], " epochs"))
     parts.append(_span([r["seed"] for r in records if "seed" in r], one="seed ", many="seeds ", grouped=False))
-    devices = sorted({f["environment"].get("device_name", "") for f in files} - {""})
+    devices = record_devices(files)
     parts.append("device " + " and ".join(devices) if devices else "")
     return ", ".join(p for p in parts if p)
 
