@@ -600,6 +600,13 @@ class TensorLoader:
                 images, labels = self.augment(images, labels, self.generator)
             yield ((images - self.mean) / self.std if self.normalise else images), labels
 
+    def first_inputs(self, n: int) -> torch.Tensor:
+        """The first `n` samples as the model sees them, without augmentation and without drawing any random
+        number (e.g. to fit a whitening layer before training)."""
+        images = self.images[:n]
+        images = images.float() / 255 if images.dtype == torch.uint8 else images
+        return (images - self.mean) / self.std if self.normalise else images
+
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state()}
 

@@ -23,7 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw")
-SCHEDULERS = (None, "cosine", "warmup_cosine", "step", "cosine_restarts", "onecycle")
+SCHEDULERS = (None, "cosine", "warmup_cosine", "step", "cosine_restarts", "onecycle", "triangle")
+TRIANGLE = (0.2, 0.07)  # "triangle" (airbench's): the factor rises from 0.2 to 1 over the warm-up, then falls to 0.07
 
 
 @dataclass
@@ -213,6 +214,11 @@ def make_scheduler(optimizer, config: TrainConfig, steps_per_epoch: int):
                                                    total_steps=total)
 
     def factor(step: int) -> float:
+        if config.scheduler == "triangle":
+            start, end = TRIANGLE
+            if step < warmup:
+                return start + (1 - start) * step / warmup
+            return 1 + (end - 1) * (step - warmup) / max(1, total - warmup)
         if step < warmup:
             return (step + 1) / warmup
         if config.scheduler in ("cosine", "warmup_cosine"):

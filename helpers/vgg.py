@@ -264,20 +264,21 @@ class AirNet(nn.Module):
     BN - GELU (widths 64/256/256), max-pooling to 1x1 and a linear layer whose logits are scaled by `scale`.
     Its batch norms learn only a shift (scale frozen at 1) and follow the batch quickly (`bn_momentum`, PyTorch's
     weight of the new batch); its convolutions start from identity filters (`dirac_`). A forward pass costs about
-    0.24 GFLOP per 32x32 image. Call `fit_whitening(images)` before training."""
+    0.24 GFLOP per 32x32 image. `se`: a squeeze-and-excitation gate ends each stage (the candidate improvement).
+    Call `fit_whitening(images)` before training."""
 
     def __init__(self, widths=(64, 256, 256), num_classes: int = 10, *, scale: float = 1 / 9,
-                 bn_momentum: float = 0.4, patch: int = 2):
+                 bn_momentum: float = 0.4, patch: int = 2, se: bool = False):
         super().__init__()
         self.config = dict(widths=list(widths), num_classes=num_classes, scale=scale, bn_momentum=bn_momentum,
-                           patch=patch)
+                           patch=patch, se=se)
         self.whiten = PatchWhitening(3, patch)
         layers, c_in = [self.whiten, nn.GELU()], self.whiten.out_channels
         for width in widths:
             layers += [dirac_(nn.Conv2d(c_in, width, 3, padding=1, bias=False)), nn.MaxPool2d(2),
                        self._norm(width, bn_momentum), nn.GELU(),
                        dirac_(nn.Conv2d(width, width, 3, padding=1, bias=False)), self._norm(width, bn_momentum),
-                       nn.GELU()]
+                       nn.GELU()] + ([SqueezeExcite(width)] if se else [])
             c_in = width
         self.features = nn.Sequential(*layers)
         self.head = nn.Sequential(nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(c_in, num_classes, bias=False))
@@ -297,3 +298,12 @@ class AirNet(nn.Module):
 
     def forward(self, x):
         return self.head(self.features(x.contiguous(memory_format=torch.channels_last))) * self.scale
+
+
+def airnet_param_groups(model: AirNet, lr: float, weight_decay: float, bias_scaler: float = 64.0) -> list:
+    """Optimiser groups after airbench's: the batch norms' shifts learn `bias_scaler` times faster with the same
+    decay per step (their weight decay divided by as much); every other trainable tensor at `lr`, listed first."""
+    biases = [m.bias for m in model.modules() if isinstance(m, nn.BatchNorm2d) and m.bias.requires_grad]
+    others = [p for p in model.parameters() if p.requires_grad and all(p is not b for b in biases)]
+    return [dict(params=others, lr=lr, weight_decay=weight_decay),
+            dict(params=biases, lr=lr * bias_scaler, weight_decay=weight_decay / bias_scaler)]

@@ -120,6 +120,16 @@ def test_tensor_loader_scales_normalises_and_resumes_its_stream():
     assert all(torch.equal(a, b) for a, b in zip(epoch_a, epoch_b))
 
 
+def test_first_inputs_are_the_loaders_normalisation_without_augmentation_or_draws():
+    images = data.synthetic_images(40, 5)
+    loader = data.TensorLoader(images, 40, augment=A.Flip(1.0), mean=[0.5] * 3, std=[0.25] * 3, seed=1)
+    state = loader.state_dict()["generator"]
+    expected = (images.images[:7].float() / 255 - 0.5) / 0.25
+    assert torch.allclose(loader.first_inputs(7), expected)
+    assert torch.equal(loader.state_dict()["generator"], state)  # no random number drawn
+    flipped, _ = next(iter(loader))
+    assert torch.allclose(flipped[:7], expected.flip(-1))
+
 def test_missing_data_names_path_layout_and_fix(tmp_path):
     with pytest.raises(data.DataMissingError) as error:
         data.load_gtsrb(tmp_path, "train")

@@ -187,6 +187,21 @@ def test_schedules_start_and_end_where_they_should(name):
         assert lrs[10] == pytest.approx(1.0) and lrs[9] < 0.1  # restart after the first 2-epoch cycle
 
 
+def test_triangle_schedule_rises_from_start_to_peak_then_falls_to_end():
+    config = TrainConfig(epochs=10, lr=2.0, scheduler="triangle", warmup_epochs=2)
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=2.0)
+    scheduler = training.make_scheduler(optimizer, config, steps_per_epoch=5)
+    lrs = []
+    for _ in range(51):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    start, end = training.TRIANGLE
+    assert lrs[0] == pytest.approx(2 * start) and lrs[10] == pytest.approx(2.0) and lrs[50] == pytest.approx(2 * end)
+    assert lrs[5] == pytest.approx(2 * (start + 1) / 2) and max(lrs) == pytest.approx(2.0)
+    assert all(a < b for a, b in zip(lrs[:10], lrs[1:11])) and all(a > b for a, b in zip(lrs[10:50], lrs[11:51]))
+
+
 def test_autocast_settings_per_device():
     assert training.autocast_settings(torch.device("cpu"), "auto") == (False, torch.float32, False)
     assert training.autocast_settings(torch.device("cuda"), "auto") == (True, torch.float16, True)

@@ -155,3 +155,23 @@ def test_airnet_shapes_parameters_and_identity_start():
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     convs = 24 * 64 * 9 + 64 * 64 * 9 + 64 * 256 * 9 + 256 * 256 * 9 * 3
     assert trainable == convs + 24 + 2 * (64 + 256 + 256) + 256 * 10  # + whitening bias, BN shifts, head
+
+
+def test_airnet_se_adds_one_gate_per_stage():
+    plain, gated = vgg.AirNet(), vgg.AirNet(se=True)
+    gates = [m for m in gated.modules() if isinstance(m, SqueezeExcite)]
+    assert len(gates) == 3 and gated(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+    extra = sum(2 * w * (w // 8) + w // 8 + w for w in (64, 256, 256))  # two 1x1 convs with biases per gate
+    count = lambda m: sum(p.numel() for p in m.parameters() if p.requires_grad)
+    assert count(gated) - count(plain) == extra and gated.config["se"] and not plain.config["se"]
+
+
+def test_airnet_param_groups_speed_up_only_the_batch_norm_shifts():
+    model = vgg.AirNet()
+    main, shifts = vgg.airnet_param_groups(model, lr=0.5, weight_decay=0.01, bias_scaler=64)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert {id(p) for p in shifts["params"]} == {id(n.bias) for n in norms}
+    decay_per_step = lambda group: group["lr"] * group["weight_decay"]
+    assert shifts["lr"] == 32.0 and decay_per_step(shifts) == pytest.approx(decay_per_step(main))
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert len(main["params"]) + len(shifts["params"]) == len(trainable) and main["lr"] == 0.5
