@@ -36,6 +36,8 @@ TUTORIAL_LABELS = {"dropout": "dropout", "l2": "L2", "augmentation": "augmentati
 TUTORIAL_GAP = "history.epochs[-1].train_acc - history.epochs[-1].val_acc"
 TUTORIAL_SAYS = {"test": {"dropout": "higher", "l2": "higher", "augmentation": "higher", "combined": "higher"},
                  "gap": {"dropout": "lower", "l2": "no difference", "augmentation": "lower", "combined": "lower"}}
+STRONG_REFERENCE = tuple(f"strong_final{k}_tta" for k in range(3))
+SE_SAYS = "no difference"
 UNET_LABELS = {"nearest": "nearest up-sampling", "elu": "ELU", "nearest_elu": "nearest up-sampling + ELU"}
 UNET_BASELINE = "the baseline with transposed convolutions and ReLU"
 
@@ -48,6 +50,12 @@ CLAIMS = [
       for tag, metric, what in (("test", "test.acc", "test accuracy"),
                                 ("gap", TUTORIAL_GAP, "over-fitting gap (training minus validation accuracy, "
                                                       "last epoch)"))],
+    # 01: the squeeze-and-excitation AirNet (one seed) against the plain AirNet's three seeds, test accuracy with
+    # the test-time augmentation chosen on validation (fixed 2026-12-03, before any final run was tested).
+    Claim(id="01-se-test", notebook="01", says=SE_SAYS, metric="test_acc", subject=("strong_se_final0_tta",),
+          reference=STRONG_REFERENCE, noise=STRONG_REFERENCE, what="test accuracy (with the chosen TTA)",
+          subject_label="the AirNet with squeeze-and-excitation gates",
+          reference_label="the plain AirNet (mean of 3 seeds)"),
     # 03: each factor's effect at either level of the other, on final test accuracy and on validation accuracy
     # after the first epoch (how fast training starts).
     *[_vs_baseline("03", c, GTSRB_LABELS[c], metric, what, GTSRB_SAYS[c, ref, tag], baseline=ref,

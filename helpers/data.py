@@ -600,10 +600,12 @@ class TensorLoader:
                 images, labels = self.augment(images, labels, self.generator)
             yield ((images - self.mean) / self.std if self.normalise else images), labels
 
-    def first_inputs(self, n: int) -> torch.Tensor:
-        """The first `n` samples as the model sees them, without augmentation and without drawing any random
-        number (e.g. to fit a whitening layer before training)."""
-        images = self.images[:n]
+    def sample_inputs(self, n: int, seed: int = 2023) -> torch.Tensor:
+        """A seeded random sample of `n` samples as the model sees them, without augmentation and without drawing
+        from the loader's own stream (e.g. to fit a whitening layer: data sets stored class by class make the first
+        n samples one class)."""
+        index = torch.randperm(len(self.labels), generator=make_generator(seed))[:n].to(self.device)
+        images = self.images[index]
         images = images.float() / 255 if images.dtype == torch.uint8 else images
         return (images - self.mean) / self.std if self.normalise else images
 

@@ -14,7 +14,8 @@ PROFILES = ("smoke", "fast", "full")
 
 # Budget keys: `synthetic` selects the stand-in data; `train_limit`/`test_limit` cap set sizes (None = all;
 # notebook 01's `tutorial_limit` caps the tutorial's table, `train_limit` its explorations; `tutorial_seeds`
-# is how many seeds its baseline trains, for the seed noise its rows are judged against);
+# is how many seeds its baseline trains, for the seed noise its rows are judged against; `strong_select_epochs` are
+# the strong model's candidate budgets, compared on validation, and `strong_trials` its final runs per model);
 # `steps_per_epoch` caps optimisation steps (None = one pass over the data); `*_epochs` are epochs per
 # study; notebook 02's `sizes` are the input sides its probe tries, `depths` the numbers of last blocks
 # fine-tuned, `gradual` the (blocks, epochs) stages of gradual unfreezing, `target_*` the target model's
@@ -25,15 +26,16 @@ _BUDGETS = {
     "01": {
         "smoke": dict(recipe="tiny", synthetic=True, tutorial_limit=256, tutorial_seeds=3, train_limit=256,
                       val_size=64, test_limit=128, eval_batch_size=256, epochs=1, combined_epochs=2,
-                      explore_epochs=1, steps_per_epoch=2, strong_train_limit=256, strong_epochs=2, standin_epochs=1),
+                      explore_epochs=1, steps_per_epoch=2, strong_train_limit=256, strong_select_epochs=(1, 2),
+                      strong_trials=3),
         "fast": dict(recipe="cpu", synthetic=False, tutorial_limit=None, tutorial_seeds=3, train_limit=10_000,
                      val_size=5000, test_limit=None, eval_batch_size=1000, epochs=30, combined_epochs=30,
-                     explore_epochs=6, steps_per_epoch=None, strong_train_limit=None, strong_epochs=24,
-                     standin_epochs=2),
+                     explore_epochs=6, steps_per_epoch=None, strong_train_limit=None,
+                     strong_select_epochs=(10, 16, 24), strong_trials=3),
         "full": dict(recipe="handout", synthetic=False, tutorial_limit=None, tutorial_seeds=3, train_limit=None,
                      val_size=5000, test_limit=None, eval_batch_size=1000, epochs=100, combined_epochs=400,
-                     explore_epochs=100, steps_per_epoch=None, strong_train_limit=None, strong_epochs=30,
-                     standin_epochs=2),
+                     explore_epochs=100, steps_per_epoch=None, strong_train_limit=None,
+                     strong_select_epochs=(10, 16, 24), strong_trials=3),
     },
     "02": {
         "smoke": dict(recipe="tiny", synthetic=True, train_limit=160, test_limit=96, sizes=(32, 48, 64),
@@ -97,20 +99,20 @@ _BUDGETS = {
     },
 }
 
-# Recipes: notebook 01's `tutorial` is what the tutorial's five configurations share on top of SGD with momentum
-# 0.9 at batch_size (learning rate, schedule, precision; the hand-out's is the tutorial's constant 0.001), its
-# strong_* keys are the ResNet-9's; notebook 02's the transfer study's (the backbone,
-# learning rates, size_tolerance for choosing the input size, min_gain for stopping the depth search);
-# notebook 05's `best_model` is the long run's model and learning rate. amp=False on CPUs whose bfloat16 autocast is
-# slower than float32 (`python -m helpers.bench cifar --amp`).
+# Recipes: notebook 01's `tutorial` is what the tutorial's five configurations share on top of SGD with momentum 0.9
+# at batch_size (learning rate, schedule, precision; the hand-out's is the tutorial's constant 0.001), its `strong`
+# the airbench-style network's widths, batch, peak learning rate (mean loss) and precision; notebook 02's the transfer
+# study's (the backbone, learning rates, size_tolerance for choosing the input size, min_gain for stopping the depth
+# search); notebook 05's `best_model` is the long run's model and learning rate. amp=False on CPUs whose bfloat16
+# autocast is slower than float32 (`python -m helpers.bench cifar --amp`).
 _RECIPES = {
     "01": {
         "tiny": dict(batch_size=64, amp=False, tutorial=dict(lr=0.01, scheduler="warmup_cosine", warmup_epochs=1),
-                     strong_widths=(8, 16, 32, 64), strong_batch=64, strong_lr=0.05),
-        "cpu": dict(batch_size=64, amp=False, strong_widths=(32, 64, 128, 256), strong_batch=256, strong_lr=0.2,
+                     strong=dict(widths=(16, 32, 32), batch=64, lr=1.5 * 64 / 1024, amp=False)),
+        "cpu": dict(batch_size=64, amp=False, strong=dict(widths=(64, 256, 256), batch=1024, lr=1.5, amp=True),
                     tutorial=dict(lr=0.01, scheduler="warmup_cosine", warmup_epochs=1, amp=True)),
-        "handout": dict(batch_size=64, amp="auto", strong_widths=(64, 128, 256, 512), strong_batch=512,
-                        strong_lr=0.4, tutorial=dict(lr=0.001, scheduler=None)),
+        "handout": dict(batch_size=64, amp="auto", strong=dict(widths=(64, 256, 256), batch=1024, lr=1.5, amp="auto"),
+                        tutorial=dict(lr=0.001, scheduler=None)),
     },
     "02": {
         "tiny": dict(backbone="tiny", lr=1e-3, size_tolerance=0.01, batch_size=32, min_gain=3e-3,

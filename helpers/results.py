@@ -68,6 +68,14 @@ def percent(value) -> str:
     return "" if value in ("", None) else f"{100 * value:.2f}"
 
 
+def spoken_list(items) -> str:
+    """Items as prose: [10, 16, 24] -> '10, 16 and 24'; one item alone; an empty list is an error."""
+    items = [str(i) for i in items]
+    if not items:
+        raise ValueError("spoken_list needs at least one item")
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
 def blank_or(pattern: str):
     """A table-cell formatter: `pattern` (e.g. '{:.1f}') for a value, blank for '' or None (a row without it)."""
     return lambda value: "" if value in ("", None) else pattern.format(value)

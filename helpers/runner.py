@@ -246,11 +246,11 @@ def run_experiment(run: Run, name: str, build_model, config: TrainConfig, train_
     """Train one named configuration through the shared loop (resuming its checkpoint), test it once,
     and store its history, test metrics and model size in results/<nb>_<name>.json.
 
-    `test_loader=None` skips the test (selection-only runs); `param_groups` go to the optimiser
-    (discriminative learning rates). With TRAIN=False nothing trains (unless RETRAIN names it): the stored
-    record is read back and, for configurations whose weights are kept, the weights are loaded (the demo
-    path). The notebook re-evaluates the models it shows, once each, where it shows them: a test pass per
-    kept model here would double the demo's time.
+    `test_loader=None` skips the test (selection-only runs); `param_groups` go to the optimiser (discriminative
+    learning rates; a callable receives the built model). With TRAIN=False nothing trains (unless RETRAIN names it):
+    the stored record is read back and, for configurations whose weights are kept, the weights are loaded (the demo
+    path). The notebook re-evaluates the models it shows, once each, where it shows them: a test pass per kept model
+    here would double the demo's time.
     """
     seed = run.seed if seed is None else seed
     torch.manual_seed(seed)  # the same seed gives the same initial weights and dropout masks
@@ -258,7 +258,7 @@ def run_experiment(run: Run, name: str, build_model, config: TrainConfig, train_
     if run.trains(name):
         history = fit(model, train_loader, val_loader, config, task=task, device=run.device,
                       checkpoint=run.checkpoint(name), name=name,
-                      param_groups=param_groups() if callable(param_groups) else param_groups)
+                      param_groups=param_groups(model) if callable(param_groups) else param_groups)
         test = evaluate(model, test_loader, task, run.device) if test_loader is not None else {}
         record = {"name": name, "seed": seed, "config": config.as_dict(), "model": model_summary(model),
                   "history": history.as_dict(), "test": test, "train_seconds": history.train_seconds,
@@ -273,6 +273,18 @@ def run_experiment(run: Run, name: str, build_model, config: TrainConfig, train_
     if keep_weights:
         run.load_weights(model, name)
     return Outcome(name, model, History.from_dict(record["history"]), record["test"], record)
+
+
+def last_val_acc(outcome: Outcome) -> float:
+    return outcome.history.epochs[-1]["val_acc"]
+
+
+def shortest_within_one_error(selection: dict, n_val: int) -> tuple:
+    """(budget, error): the shortest candidate budget (selection: {epochs: Outcome}) whose last-epoch validation
+    accuracy is within one binomial standard error of the best one's, and that error (n_val validation images)."""
+    best = max(map(last_val_acc, selection.values()))
+    error = (best * (1 - best) / n_val) ** 0.5
+    return min(epochs for epochs, o in selection.items() if last_val_acc(o) >= best - error), error
 
 
 def require_trained(run: Run, outcomes, section: str) -> None:

@@ -48,6 +48,7 @@ class TrainConfig:
     min_delta: float = 0.0         # min_delta for `patience` epochs in a row (None: train all epochs)
     lookahead_every: int | None = None  # Lookahead: every k steps the slow weights move by lookahead_alpha
     lookahead_alpha: float = 0.5        # towards the fast ones, which restart from them (None: off)
+    lookahead_ramp: float | None = None  # airbench's EMA ramp: alpha falls from 1 to lookahead_alpha as (t/T)^ramp
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
@@ -63,6 +64,8 @@ class TrainConfig:
         if self.lookahead_every is not None and (self.lookahead_every < 1 or not 0 < self.lookahead_alpha <= 1):
             raise ValueError(f"lookahead_every={self.lookahead_every} must be >= 1 and lookahead_alpha="
                              f"{self.lookahead_alpha} in (0, 1]")
+        if self.lookahead_ramp is not None and (self.lookahead_every is None or self.lookahead_ramp <= 0):
+            raise ValueError(f"lookahead_ramp={self.lookahead_ramp} needs lookahead_every and must be positive")
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -172,11 +175,22 @@ class History:
 class Lookahead:
     """Lookahead (Zhang et al., 2019) over every floating tensor of the model's state, batch-norm statistics
     included (as airbench does): every `every` steps the slow copy moves `alpha` of the way to the trained
-    weights, and training continues from the slow copy. It damps the noise of large learning rates."""
+    weights, and training continues from the slow copy. It damps the noise of large learning rates. With `ramp`
+    (airbench's schedule), alpha starts at 1 (plain training, fast moves early) and falls to `alpha` at step
+    `total_steps` as (step / total_steps) ** ramp (strong averaging at the end)."""
 
-    def __init__(self, model: nn.Module, every: int, alpha: float):
+    def __init__(self, model: nn.Module, every: int, alpha: float, ramp: float | None = None,
+                 total_steps: int | None = None):
+        if ramp is not None and not total_steps:
+            raise ValueError("a ramped Lookahead needs total_steps")
         self.model, self.every, self.alpha, self.steps = model, every, alpha, 0
+        self.ramp, self.total_steps = ramp, total_steps
         self.slow = {k: v.detach().clone() for k, v in self._fast().items()}
+
+    def current_alpha(self) -> float:
+        if self.ramp is None:
+            return self.alpha
+        return 1 - (1 - self.alpha) * min(1.0, self.steps / self.total_steps) ** self.ramp
 
     def _fast(self) -> dict:
         return {k: v for k, v in self.model.state_dict().items() if v.is_floating_point()}
@@ -185,8 +199,9 @@ class Lookahead:
     def step(self) -> None:
         self.steps += 1
         if self.steps % self.every == 0:
+            alpha = self.current_alpha()
             for key, fast in self._fast().items():
-                fast.copy_(self.slow[key].lerp_(fast, self.alpha))
+                fast.copy_(self.slow[key].lerp_(fast, alpha))
 
     def state_dict(self) -> dict:
         return {"slow": self.slow, "steps": self.steps}
@@ -362,7 +377,8 @@ def fit(model: nn.Module, train_loader, val_loader, config: TrainConfig, *, task
     key = fingerprint(model, config, train_loader, task)
     path = Path(checkpoint) if checkpoint else None
 
-    lookahead = Lookahead(model, config.lookahead_every, config.lookahead_alpha) if config.lookahead_every else None
+    lookahead = Lookahead(model, config.lookahead_every, config.lookahead_alpha, config.lookahead_ramp,
+                          config.epochs * steps) if config.lookahead_every else None
     parts = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler, "lookahead": lookahead}
     if path and path.exists():
         history, best_state = _resume(path, key, parts, train_loader, device, name, config.epochs) or \

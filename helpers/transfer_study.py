@@ -156,7 +156,7 @@ class FineTuner:
         outcome = run_experiment(self.run, name, lambda: transfer.FromBlock(model, start),
                                  optimiser.config(epochs, self.steps_per_epoch),
                                  *self.loaders.triple(sets, augment, sample_weights), task=task or Classification(),
-                                 param_groups=lambda: model.block_groups(optimiser.lr, optimiser.decay))
+                                 param_groups=lambda _: model.block_groups(optimiser.lr, optimiser.decay))
         print(summary_line(outcome, epochs, transfer.trainable_parameters(model)))
         return outcome
 
@@ -428,7 +428,7 @@ class TargetSearch:
         train, val, _ = self.loaders.triple(splits)
         return run_experiment(self.run, f"{name}_{kind}", lambda: transfer.FromBlock(model, self.plan.blocks - blocks),
                               self.plan.configs[framing], train, val, None, keep_weights=fold is None,
-                              param_groups=lambda: model.block_groups(self.lr))
+                              param_groups=lambda _: model.block_groups(self.lr))
 
     def probabilities(self, outcomes: dict, split: str, flip: bool, index=None) -> torch.Tensor:
         """Softmax over a cached split (only its images `index`, when given), averaged over the models

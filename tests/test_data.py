@@ -120,15 +120,21 @@ def test_tensor_loader_scales_normalises_and_resumes_its_stream():
     assert all(torch.equal(a, b) for a, b in zip(epoch_a, epoch_b))
 
 
-def test_first_inputs_are_the_loaders_normalisation_without_augmentation_or_draws():
+def test_sample_inputs_are_a_seeded_sample_normalised_without_augmentation_or_draws():
     images = data.synthetic_images(40, 5)
+    order = images.labels.argsort()  # stored class by class, as the ImageFolder copies are
+    images = data.ImageSet(images.images[order], images.labels[order], images.classes)
     loader = data.TensorLoader(images, 40, augment=A.Flip(1.0), mean=[0.5] * 3, std=[0.25] * 3, seed=1)
     state = loader.state_dict()["generator"]
-    expected = (images.images[:7].float() / 255 - 0.5) / 0.25
-    assert torch.allclose(loader.first_inputs(7), expected)
-    assert torch.equal(loader.state_dict()["generator"], state)  # no random number drawn
-    flipped, _ = next(iter(loader))
-    assert torch.allclose(flipped[:7], expected.flip(-1))
+    sample = loader.sample_inputs(20, seed=7)
+    assert torch.equal(sample, loader.sample_inputs(20, seed=7)) and not torch.equal(sample, loader.sample_inputs(20))
+    assert torch.equal(loader.state_dict()["generator"], state)  # the loader's stream is untouched
+    scaled = (images.images.float() / 255 - 0.5) / 0.25
+    assert all(any(torch.allclose(row, other) for other in scaled) for row in sample)  # not flipped
+    assert len({tuple(row.flatten()[:4].tolist()) for row in sample}) == 20  # distinct samples
+    classes_seen = {int(images.labels[int(torch.nonzero((scaled == row).flatten(1).all(1))[0])]) for row in sample}
+    assert len(classes_seen) > 1  # not the first class only
+
 
 def test_missing_data_names_path_layout_and_fix(tmp_path):
     with pytest.raises(data.DataMissingError) as error:

@@ -32,6 +32,9 @@ def test_committed_clean_with_a_parameters_cell(path):
     notebook = nbformat.read(path, as_version=4)
     code = [c for c in notebook.cells if c.cell_type == "code"]
     assert all(not c.outputs and c.execution_count is None for c in code), "strip outputs before committing"
+    raw_cells = json.loads(path.read_text())["cells"]  # nbformat.read would mend missing ids silently
+    ids = [c.get("id") for c in raw_cells]
+    assert None not in ids and len(set(ids)) == len(ids), "every cell needs a unique id: run nbformat's normalize()"
     tagged = [c for c in code if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1, "exactly one cell must be tagged `parameters`"
     assert set(COMMON_PARAMETERS) <= set(papermill.inspect_notebook(str(path)))

@@ -113,3 +113,11 @@ def test_blank_or_and_p_value_leave_missing_cells_blank():
     minutes = results.blank_or("{:.1f}")
     assert minutes(2.345) == "2.3" and minutes("") == "" and minutes(None) == ""
     assert results.p_value(0.04567) == "0.046" and results.p_value("") == "--"
+
+
+def test_spoken_list_reads_as_prose():
+    assert results.spoken_list([10, 16, 24]) == "10, 16 and 24"
+    assert results.spoken_list(["flips", "shifts"]) == "flips and shifts"
+    assert results.spoken_list([7]) == "7"
+    with pytest.raises(ValueError, match="at least one"):
+        results.spoken_list([])

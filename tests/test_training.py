@@ -100,6 +100,21 @@ def test_lookahead_moves_the_slow_weights_part_way_and_restarts_from_them():
     assert torch.equal(model.weight, torch.full((1, 2), 2.0)) and torch.equal(lookahead.slow["weight"], model.weight)
 
 
+def test_ramped_lookahead_starts_as_plain_training_and_ends_at_its_alpha():
+    model = nn.Linear(2, 1, bias=False)
+    lookahead = training.Lookahead(model, every=1, alpha=0.2, ramp=3, total_steps=10)
+    alphas = []
+    for _ in range(12):
+        alphas.append(lookahead.current_alpha())
+        lookahead.step()
+    assert alphas[0] == 1.0 and alphas[5] == pytest.approx(1 - 0.8 * 0.5 ** 3) and alphas[10] == pytest.approx(0.2)
+    assert alphas[11] == pytest.approx(0.2) and all(a >= b for a, b in zip(alphas, alphas[1:]))
+    with pytest.raises(ValueError, match="total_steps"):
+        training.Lookahead(model, every=1, alpha=0.2, ramp=3)
+    with pytest.raises(ValueError, match="lookahead_ramp=3 needs lookahead_every"):
+        TrainConfig(epochs=1, lookahead_ramp=3)
+
+
 def test_lookahead_with_alpha_one_is_plain_training():
     def trained(config):
         model = tiny_model()  # seeds the global stream, which dropout draws from
@@ -167,17 +182,22 @@ def test_diverging_loss_is_reported_with_a_fix():
         training.fit(tiny_model(), train, val, TrainConfig(epochs=1, optimizer="sgd", lr=1e30))
 
 
-@pytest.mark.parametrize("name", ["cosine", "warmup_cosine", "step", "cosine_restarts", "onecycle"])
-def test_schedules_start_and_end_where_they_should(name):
-    config = TrainConfig(epochs=10, lr=1.0, scheduler=name, warmup_epochs=2 if name == "warmup_cosine" else 0,
-                         step_every=3, restart_every=2)
-    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
-    scheduler = training.make_scheduler(optimizer, config, steps_per_epoch=5)
+def scheduled_lrs(config, steps, steps_per_epoch=5):
+    """The learning rate of each of `steps` optimiser steps under config's schedule."""
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=config.lr)
+    scheduler = training.make_scheduler(optimizer, config, steps_per_epoch=steps_per_epoch)
     lrs = []
-    for _ in range(50):
+    for _ in range(steps):
         lrs.append(optimizer.param_groups[0]["lr"])
         optimizer.step()
         scheduler.step()
+    return lrs
+
+
+@pytest.mark.parametrize("name", ["cosine", "warmup_cosine", "step", "cosine_restarts", "onecycle"])
+def test_schedules_start_and_end_where_they_should(name):
+    lrs = scheduled_lrs(TrainConfig(epochs=10, lr=1.0, scheduler=name, step_every=3, restart_every=2,
+                                    warmup_epochs=2 if name == "warmup_cosine" else 0), 50)
     assert max(lrs) <= 1.0 + 1e-9
     if name == "warmup_cosine":
         assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0) and lrs[-1] < 0.01
@@ -188,14 +208,7 @@ def test_schedules_start_and_end_where_they_should(name):
 
 
 def test_triangle_schedule_rises_from_start_to_peak_then_falls_to_end():
-    config = TrainConfig(epochs=10, lr=2.0, scheduler="triangle", warmup_epochs=2)
-    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=2.0)
-    scheduler = training.make_scheduler(optimizer, config, steps_per_epoch=5)
-    lrs = []
-    for _ in range(51):
-        lrs.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        scheduler.step()
+    lrs = scheduled_lrs(TrainConfig(epochs=10, lr=2.0, scheduler="triangle", warmup_epochs=2), 51)
     start, end = training.TRIANGLE
     assert lrs[0] == pytest.approx(2 * start) and lrs[10] == pytest.approx(2.0) and lrs[50] == pytest.approx(2 * end)
     assert lrs[5] == pytest.approx(2 * (start + 1) / 2) and max(lrs) == pytest.approx(2.0)
