@@ -88,6 +88,8 @@ def p_value(value) -> str:
 
 def sample_sd(values: list) -> float:
     """Standard deviation with ddof=1 (the spread of a handful of seeds or samples)."""
+    if len(values) < 2:
+        raise ValueError(f"a sample standard deviation needs at least 2 values, got {len(values)}: repeat the run")
     mean = sum(values) / len(values)
     return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 

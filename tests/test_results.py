@@ -115,6 +115,12 @@ def test_blank_or_and_p_value_leave_missing_cells_blank():
     assert results.p_value(0.04567) == "0.046" and results.p_value("") == "--"
 
 
+def test_sample_sd_needs_two_values():
+    assert results.sample_sd([1.0, 3.0]) == pytest.approx(2 ** 0.5)
+    with pytest.raises(ValueError, match="at least 2 values, got 1: repeat the run"):
+        results.sample_sd([0.9])
+
+
 def test_spoken_list_reads_as_prose():
     assert results.spoken_list([10, 16, 24]) == "10, 16 and 24"
     assert results.spoken_list(["flips", "shifts"]) == "flips and shifts"
