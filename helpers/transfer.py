@@ -588,6 +588,34 @@ def prune_magnitude(model: nn.Module, sparsity: float, scope: str = "layer") -> 
     return weight_sparsity(model)
 
 
+def hold_pruned(model: nn.Module) -> list:
+    """Keep the zeroed weights of every prunable layer at zero while the rest trains: hooks that zero their
+    gradients (remove with `h.remove()`). A fresh optimiser then never moves them (AdamW's decoupled decay of 0
+    is 0); layers that do not train need no hook."""
+    handles = []
+    for _, m in prunable(model):
+        if m.weight.requires_grad:
+            kept = (m.weight != 0).detach()
+            handles.append(m.weight.register_hook(lambda grad, kept=kept: grad * kept.to(grad.dtype)))
+    return handles
+
+
+def prune_gradually(model: nn.Module, sparsities, fine_tune, scope: str = "layer") -> list:
+    """Prune to each sparsity in increasing order, fine-tuning after every step with the pruned weights held at
+    zero (gradual pruning recovers what one-shot pruning loses; Zhu & Gupta, 2018). `fine_tune(model, sparsity)`
+    trains `model` in place and returns what the caller records; returns [(achieved sparsity, that result)]."""
+    steps = []
+    for sparsity in sorted(sparsities):
+        achieved = prune_magnitude(model, sparsity, scope)  # earlier zeros are the smallest |w|: they stay pruned
+        handles = hold_pruned(model)
+        try:
+            steps.append((achieved, fine_tune(model, sparsity)))
+        finally:
+            for handle in handles:
+                handle.remove()
+    return steps
+
+
 def weight_sparsity(model: nn.Module) -> float:
     layers = [m for _, m in prunable(model)]
     zeros = sum(int((m.weight == 0).sum()) for m in layers)

@@ -161,6 +161,33 @@ def test_global_pruning_and_sparse_size():
         transfer.prune_magnitude(model, 1.0)
 
 
+def test_gradual_pruning_fine_tunes_with_the_pruned_weights_held_at_zero():
+    loader = data.TensorLoader(images(32), 16, shuffle=True)
+    model = tiny(seed=3)
+    model.configure(len(model.blocks), bn="affine")
+    layers = transfer.prunable(model)
+    seen = []
+
+    def fine_tune(model, sparsity):
+        zeros = {n: (m.weight == 0).clone() for n, m in layers}
+        before = {n: m.weight.detach().clone() for n, m in layers}
+        fit(model, loader, None, TrainConfig(epochs=1, optimizer="adamw", lr=1e-2, weight_decay=0.1))
+        for n, m in layers:
+            assert not m.weight[zeros[n]].any(), (sparsity, n)  # pruned weights stayed exactly zero
+        seen.append(any(not torch.equal(m.weight, before[n]) for n, m in layers))  # the others trained
+        return sparsity
+
+    steps = transfer.prune_gradually(model, [0.8, 0.5], fine_tune)
+    assert [result for _, result in steps] == [0.5, 0.8] and all(seen)
+    assert [round(achieved, 2) for achieved, _ in steps] == [0.5, 0.8]
+    assert transfer.weight_sparsity(model) == pytest.approx(0.8, abs=0.01)
+    model.zero_grad()  # the hooks are gone: gradients reach the pruned weights again
+    x, y = next(iter(loader))
+    F.cross_entropy(model(x), y).backward()
+    name, layer = layers[-1]
+    assert layer.weight.grad[layer.weight == 0].abs().sum() > 0, name
+
+
 def test_symmetric_quantisation_error_is_at_most_half_a_step():
     torch.manual_seed(0)
     weight = torch.randn(16, 8, 3, 3) * torch.logspace(-2, 1, 16).view(-1, 1, 1, 1)
