@@ -49,6 +49,7 @@ class TrainConfig:
     lookahead_every: int | None = None  # Lookahead: every k steps the slow weights move by lookahead_alpha
     lookahead_alpha: float = 0.5        # towards the fast ones, which restart from them (None: off)
     lookahead_ramp: float | None = None  # airbench's EMA ramp: alpha falls from 1 to lookahead_alpha as (t/T)^ramp
+    stop_at: float | None = None   # target rule: stop once the monitored value has reached this (e.g. 0.85 val acc)
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
@@ -275,9 +276,14 @@ def progress(iterable, **kwargs):
     return tqdm(iterable, leave=False, **kwargs)
 
 
+ADDED_FIELDS = ("stop_at",)
+
+
 def fingerprint(model: nn.Module, config: TrainConfig, train_loader, task) -> str:
     """What must be equal for a checkpoint to continue this run rather than some other one."""
-    description = json.dumps({"model": repr(model), "config": config.as_dict(), "task": repr(task),
+    # fields added to TrainConfig later enter only when set, so checkpoints written before them still resume
+    settings = {k: v for k, v in config.as_dict().items() if not (k in ADDED_FIELDS and v is None)}
+    description = json.dumps({"model": repr(model), "config": settings, "task": repr(task),
                               "batches": len(train_loader), "batch_size": getattr(train_loader, "batch_size", None),
                               "augment": repr(getattr(train_loader, "augment", None))}, sort_keys=True)
     return hashlib.sha256(description.encode()).hexdigest()[:16]
@@ -386,12 +392,16 @@ def fit(model: nn.Module, train_loader, val_loader, config: TrainConfig, *, task
 
     better = (lambda a, b: a > b) if task.mode == "max" else (lambda a, b: a < b)
     report_every = max(1, config.epochs // 20)
-    if config.patience and val_loader is None:
-        raise ValueError("patience (the plateau rule) watches the validation loss: give fit a val_loader")
+    if (config.patience or config.stop_at is not None) and val_loader is None:
+        raise ValueError("patience (the plateau rule) and stop_at (the target rule) watch the validation metric: "
+                         "give fit a val_loader")
     for epoch in range(len(history.epochs), config.epochs):
         if config.patience and epochs_without_gain(history.column(history.monitor), task.mode,
                                                    config.min_delta) >= config.patience:
             break  # checked before the epoch, so a resumed run that had plateaued does not train on
+        if config.stop_at is not None and history.best_value is not None and \
+                not better(config.stop_at, history.best_value):
+            break  # the target is reached (also checked before the epoch)
         started = time.perf_counter()
         train_stats = _train_epoch(model, train_loader, task, (optimizer, scheduler, scaler, lookahead), config,
                                    device, enabled, dtype, steps, history, epoch)

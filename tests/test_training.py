@@ -159,6 +159,23 @@ def test_fit_stops_on_a_plateau_and_a_resumed_plateau_stays_stopped(tmp_path):
         TrainConfig(epochs=3, patience=0)
 
 
+def test_fit_stops_once_the_target_is_reached_and_old_checkpoints_keep_their_key(tmp_path, monkeypatch):
+    checkpoint = tmp_path / "run.ckpt"
+    reached = TrainConfig(epochs=6, optimizer="adam", lr=0.01, stop_at=0.0)  # any accuracy reaches 0
+    history = training.fit(tiny_model(), *loaders(), reached, checkpoint=checkpoint)
+    assert len(history.epochs) == 1
+    assert training.fit(tiny_model(), *loaders(), reached, checkpoint=checkpoint).epochs == history.epochs
+    assert len(training.fit(tiny_model(), *loaders(), TrainConfig(epochs=3, stop_at=1.01)).epochs) == 3
+    with pytest.raises(ValueError, match="give fit a val_loader"):
+        training.fit(tiny_model(), loaders()[0], None, reached)
+    plain, train = TrainConfig(epochs=2), loaders()[0]
+    now = training.fingerprint(tiny_model(), plain, train, None)
+    assert now != training.fingerprint(tiny_model(), TrainConfig(epochs=2, stop_at=0.9), train, None)
+    before_the_field = {k: v for k, v in plain.as_dict().items() if k != "stop_at"}
+    monkeypatch.setattr(TrainConfig, "as_dict", lambda self: before_the_field)  # the key the old code computed
+    assert training.fingerprint(tiny_model(), plain, train, None) == now  # so an old checkpoint still resumes
+
+
 def test_steps_per_epoch_caps_the_work():
     train, val = loaders()
     history = training.fit(tiny_model(), train, val, TrainConfig(epochs=2, steps_per_epoch=2))
