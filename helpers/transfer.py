@@ -352,14 +352,38 @@ def group_probabilities(probabilities: torch.Tensor, groups: torch.Tensor) -> to
 
 
 class FeatureCache:
-    """Every split's activations at one block, computed once (the slow part: the frozen backbone's
-    forward pass over all images); activations at deeper blocks are derived from them on demand."""
+    """Every split's activations entering one block, computed on first use (the slow part: the frozen backbone's
+    forward pass over all images), so a replay that trains nothing never pays for it. Activations at deeper blocks
+    are derived on demand; the pooled features and the last other block derived are kept, because experiments
+    come in runs at one boundary. A cache serves models whose frozen blocks hold its backbone's weights."""
 
-    def __init__(self, model: TransferNet, loaders: dict, block: int, device="cpu"):
-        started = time.perf_counter()
+    def __init__(self, model: TransferNet, loaders, block: int, device="cpu"):
+        """`loaders`: {split: loader of images}, or a function returning them (built only when needed)."""
         self.block, self.device = block, device
-        self.sets = {name: cache_features(model, loader, block, device) for name, loader in loaders.items()}
-        self.seconds = time.perf_counter() - started
+        self._model, self._loaders = model, loaders
+        self._sets, self._derived, self._seconds = None, {}, None
+
+    @property
+    def sets(self) -> dict:
+        if self._sets is None:
+            started = time.perf_counter()
+            loaders = self._loaders() if callable(self._loaders) else self._loaders
+            self._sets = {name: cache_features(self._model, loader, self.block, self.device)
+                          for name, loader in loaders.items()}
+            self._seconds = time.perf_counter() - started
+            self._check = frozen_weights_sum(self._model, self.block)
+            self._model = self._loaders = None  # the images' loaders can be freed
+        return self._sets
+
+    @property
+    def seconds(self) -> float:
+        """How long the forward pass over every split took (computing it if it has not run)."""
+        self.sets  # noqa: B018 (computes on first use)
+        return self._seconds
+
+    @property
+    def computed(self) -> bool:
+        return self._sets is not None
 
     def at(self, model: TransferNet, block: int | None = None) -> dict:
         """{split: FeatureSet at `block`} (default: the model's frozen prefix)."""
@@ -367,7 +391,25 @@ class FeatureCache:
         if block < self.block:
             raise ValueError(f"features are cached from block {self.block}; block {block} lies before it: "
                              f"cache from an earlier block to fine-tune {len(model.blocks) - block} blocks")
-        return {name: carry_on(model, fs, block, self.device) for name, fs in self.sets.items()}
+        sets = self.sets
+        if frozen_weights_sum(model, self.block) != self._check:
+            raise ValueError("this model's blocks before the cached one differ from the cached backbone's: its "
+                             "activations would be another network's; cache them from this model")
+        if block == self.block:
+            return sets
+        key = (block, frozen_weights_sum(model, block))  # derived through this model's own blocks
+        if key not in self._derived:
+            pooled = len(model.blocks)  # one pooled set and one other block are kept: each replaces its own kind
+            self._derived = {k: v for k, v in self._derived.items() if (k[0] == pooled) != (block == pooled)}
+            self._derived[key] = {name: carry_on(model, fs, block, self.device) for name, fs in sets.items()}
+        return self._derived[key]
+
+
+def frozen_weights_sum(model: TransferNet, block: int) -> float:
+    """A fingerprint of the first `block` blocks' parameters and buffers (sum and sum of squares, in float64)."""
+    values = [t.detach().double() for b in model.blocks[:block] for t in (*b.parameters(), *b.buffers())
+              if t.is_floating_point()]
+    return round(sum(float(v.sum() + (v * v).sum()) for v in values), 6)
 
 
 def carry_on(model: TransferNet, features: FeatureSet, block: int, device="cpu") -> FeatureSet:

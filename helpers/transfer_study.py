@@ -149,13 +149,17 @@ class FineTuner:
 
     def __call__(self, name: str, model: TransferNet, epochs: int, sets: dict | None = None, *, augment=None,
                  task=None, sample_weights=None, **changes) -> Outcome:
-        """`sets`: the splits to train on (default: the study's activations cached at the model's frozen
-        boundary, or its images when `augment` is given); `changes`: the Optimiser fields that differ."""
+        """`sets`: the splits to train on, or a function returning them (default: the study's activations cached
+        at the model's frozen boundary, or its images when `augment` is given); `changes`: the Optimiser fields
+        that differ. A replay reads the stored record: it computes no activations and builds no loaders."""
         optimiser = replace(self.optimiser, **changes)
-        start, sets = self.inputs(model, sets, augment)
+        start, loaders = model.frozen_prefix, (None, None, None)
+        if self.run.trains(name):
+            start, sets = self.inputs(model, sets() if callable(sets) else sets, augment)
+            loaders = self.loaders.triple(sets, augment, sample_weights)
         outcome = run_experiment(self.run, name, lambda: transfer.FromBlock(model, start),
-                                 optimiser.config(epochs, self.steps_per_epoch),
-                                 *self.loaders.triple(sets, augment, sample_weights), task=task or Classification(),
+                                 optimiser.config(epochs, self.steps_per_epoch), *loaders,
+                                 task=task or Classification(),
                                  param_groups=lambda _: model.block_groups(optimiser.lr, optimiser.decay))
         print(summary_line(outcome, epochs, transfer.trainable_parameters(model)))
         return outcome

@@ -279,6 +279,31 @@ def test_pruning_leaves_the_first_and_depthwise_convolutions_alone_and_counts_a_
     assert transfer.sparse_size_bytes(model) == dense - (64 + 32) * 4
 
 
+def test_feature_cache_computes_on_first_use_and_derives_deeper_blocks_exactly():
+    train = images(12)
+    calls = []
+
+    def make_loaders():
+        calls.append(1)
+        return {"train": data.TensorLoader(train, 4)}
+
+    model = tiny(seed=1)
+    cache = transfer.FeatureCache(model, make_loaders, 1)
+    assert not cache.computed and not calls  # a replay that trains nothing never runs the backbone
+    pooled = cache.at(model, len(model.blocks))["train"]
+    assert calls == [1] and cache.computed and cache.seconds > 0
+    direct = transfer.cache_features(model, data.TensorLoader(train, 4), len(model.blocks))
+    torch.testing.assert_close(pooled.images, direct.images, atol=1e-5, rtol=1e-5)
+    assert cache.at(tiny(seed=1), len(model.blocks))["train"] is pooled  # kept for the next model alike
+    deeper = cache.at(model, 2)["train"]
+    assert cache.at(model, 3)["train"] is not deeper and cache.at(model, len(model.blocks))["train"] is pooled
+    assert calls == [1]
+    with pytest.raises(ValueError, match="lies before it"):
+        cache.at(model, 0)
+    with pytest.raises(ValueError, match="cache them from this model"):
+        cache.at(tiny(seed=7), 2)  # another backbone's activations would be wrong for it
+
+
 def test_cached_views_stack_augmented_passes_of_the_prefix():
     from helpers import augment as A
 

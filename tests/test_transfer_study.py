@@ -76,6 +76,23 @@ def test_fine_tuner_trains_on_cached_activations_or_on_augmented_images(tmp_path
     assert runs["constant"].record["config"]["scheduler"] is None
 
 
+def test_a_replayed_fine_tune_computes_no_activations(tmp_path):
+    images = data.synthetic_images(24, 37, size=32, seed=0)
+    splits = {"train": images.subset(range(16)), "val": images.subset(range(16, 24))}
+    new_model = study.Backbone("tiny", tmp_path, seed=0)
+    loaders = study.Loaders("cpu", 8, 8)
+    trained = study.FineTuner(start(tmp_path), loaders, splits, loaders.cache(new_model(), splits, 2),
+                              study.Optimiser(1e-2))("head", new_model().configure(1), 1)
+    cache = loaders.cache(new_model(), splits, 2)
+    replay = study.FineTuner(start(tmp_path, TRAIN=False), loaders, splits, cache, study.Optimiser(1e-2))
+    replayed = replay("head", new_model().configure(1), 1, lambda: pytest.fail("a replay built its inputs"))
+    assert replayed.history.best_value == trained.history.best_value and not cache.computed
+    again = study.FineTuner(start(tmp_path, TRAIN=False, RETRAIN=["head"]), loaders, splits, cache,
+                            study.Optimiser(1e-2))
+    retrained = again("head", new_model().configure(1), 1, lambda: cache.at(new_model().configure(1)))
+    assert cache.computed and retrained.history.epochs == trained.history.epochs  # RETRAIN computes, deterministically
+
+
 def test_depth_search_stops_when_gains_vanish_twice_in_a_row():
     values = {0: 0.50, 1: 0.60, 2: 0.605, 3: 0.61, 4: 0.90}
     trained = []
