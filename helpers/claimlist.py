@@ -2,8 +2,8 @@
 
 A claim names its runs without the notebook prefix; `says` is what the prose would state. The report
 uses the generated wording (\\Claim<Id> macros from report/generated/<nb>_claims_macros.tex) instead of
-typing the comparison. Single-seed studies (notebook 01's explorations, notebook 02 today) state no
-comparison until their reference is repeated over >= 3 seeds to give a noise band.
+typing the comparison. Single-seed studies (notebook 02 today) state no comparison until their reference is
+repeated over >= 3 seeds to give a noise band.
 """
 from __future__ import annotations
 
@@ -36,6 +36,24 @@ TUTORIAL_LABELS = {"dropout": "dropout", "l2": "L2", "augmentation": "augmentati
 TUTORIAL_GAP = "history.epochs[-1].train_acc - history.epochs[-1].val_acc"
 TUTORIAL_SAYS = {"test": {"dropout": "higher", "l2": "higher", "augmentation": "higher", "combined": "higher"},
                  "gap": {"dropout": "lower", "l2": "no difference", "augmentation": "lower", "combined": "lower"}}
+# 01: each exploration and extension (one run, seed 2023) against the exploration reference's seeds.
+EXPLORE_REFERENCE = ("explore_reference", "explore_reference_trial1", "explore_reference_trial2")
+# The VGG-to-ResNet steps accumulate (each adds to the one before), and so do their labels.
+EXPLORE_LABELS = {"scaling_standardised": "standardised input", "optimiser_Adam": "Adam", "optimiser_AdamW": "AdamW",
+                  "schedule_constant": "a constant learning rate", "schedule_stepdecay": "step decay",
+                  "schedule_cosinerestarts": "cosine decay with restarts",
+                  "norm-dropout_dropout-BN": "dropout before batch norm",
+                  "step_gap_head": "a global-average-pooling (GAP) head",
+                  "step_strided": "the GAP head with strided convolutions instead of max-pooling",
+                  "step_residual": "the GAP head with strided residual blocks after a conv stem",
+                  "step_residual_4_blocks": "that ResNet with a fourth stage",
+                  "aug_affine": "flips/shifts + affine", "aug_colour": "flips/shifts + colour",
+                  "aug_erasing": "flips/shifts + random erasing", "aug_cutmix": "flips/shifts + CutMix",
+                  "aug_mixup": "flips/shifts + MixUp", "norm_layer": "layer norm", "norm_instance": "instance norm",
+                  "norm_group": "group norm"}
+# Set from the 2026-12-04 runs (all 19 stored): only these two lie inside the band.
+EXPLORE_SAYS = {run: "no difference" if run in ("scaling_standardised", "step_gap_head") else "lower"
+                for run in EXPLORE_LABELS}
 STRONG_REFERENCE = tuple(f"strong_final{k}_tta" for k in range(3))
 SE_SAYS = "no difference"
 UNET_LABELS = {"nearest": "nearest up-sampling", "elu": "ELU", "nearest_elu": "nearest up-sampling + ELU"}
@@ -50,6 +68,10 @@ CLAIMS = [
       for tag, metric, what in (("test", "test.acc", "test accuracy"),
                                 ("gap", TUTORIAL_GAP, "over-fitting gap (training minus validation accuracy, "
                                                       "last epoch)"))],
+    *[Claim(id=f"01-{run.replace('_', '-').lower()}-test", notebook="01", says=EXPLORE_SAYS[run], metric="test.acc",
+            subject=(run,), reference=EXPLORE_REFERENCE, noise=EXPLORE_REFERENCE, what="test accuracy",
+            subject_label=label, reference_label="the exploration reference (mean of 3 seeds)")
+      for run, label in EXPLORE_LABELS.items()],
     # 01: the squeeze-and-excitation AirNet (one seed) against the plain AirNet's three seeds, test accuracy with
     # the test-time augmentation chosen on validation (fixed 2026-12-03, before any final run was tested).
     Claim(id="01-se-test", notebook="01", says=SE_SAYS, metric="test_acc", subject=("strong_se_final0_tta",),

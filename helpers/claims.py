@@ -176,6 +176,22 @@ def evaluate(claim: Claim, results_dir: Path | None = None) -> Evaluation:
     return Evaluation(claim, verdict, "noise band", subject, reference, difference, band)
 
 
+def verdict_summary(evaluations: list) -> str:
+    """One clause over a study's single-variant claims against one reference: which variants came out higher,
+    which lower, and how many show no measurable difference, e.g. 'lower test accuracy with Adam and AdamW;
+    no measurable difference with the other 12'."""
+    if not evaluations:
+        raise ValueError("verdict_summary needs at least one evaluated claim")
+    what = evaluations[0].claim.what
+    by = {v: [e.claim.subject_label for e in evaluations if e.verdict == v] for v in VERDICTS}
+    parts = [f"{v} {what} with {results.spoken_list(by[v])}" for v in ("higher", "lower") if by[v]]
+    if by["no difference"]:
+        n = len(by["no difference"])
+        parts.append(f"no measurable difference with {'the other' if parts else 'all'} {n}" if n > 1 else
+                     f"no measurable difference with {by['no difference'][0]}")
+    return "; ".join(parts)
+
+
 def macro(claim: Claim) -> str:
     """\\ClaimBnFasterAtEpochOne for id 'bn-faster-at-epoch-1'."""
     return "Claim" + results.macro_name(claim.id)

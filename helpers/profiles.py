@@ -14,7 +14,8 @@ PROFILES = ("smoke", "fast", "full")
 
 # Budget keys: `synthetic` selects the stand-in data; `train_limit`/`test_limit` cap set sizes (None = all;
 # notebook 01's `tutorial_limit` caps the tutorial's table, `train_limit` its explorations; `tutorial_seeds`
-# is how many seeds its baseline trains, for the seed noise its rows are judged against; `strong_select_epochs` are
+# is how many seeds its baseline trains, for the seed noise its rows are judged against, `explore_seeds` the same
+# for the explorations' reference; `strong_select_epochs` are
 # the strong model's candidate budgets, compared on validation, and `strong_trials` its final runs per model);
 # `steps_per_epoch` caps optimisation steps (None = one pass over the data); `*_epochs` are epochs per
 # study; notebook 02's `sizes` are the input sides its probe tries, `depths` the numbers of last blocks
@@ -26,15 +27,15 @@ _BUDGETS = {
     "01": {
         "smoke": dict(recipe="tiny", synthetic=True, tutorial_limit=256, tutorial_seeds=3, train_limit=256,
                       val_size=64, test_limit=128, eval_batch_size=256, epochs=1, combined_epochs=2,
-                      explore_epochs=1, steps_per_epoch=2, strong_train_limit=256, strong_select_epochs=(1, 2),
-                      strong_trials=3),
-        "fast": dict(recipe="cpu", synthetic=False, tutorial_limit=None, tutorial_seeds=3, train_limit=10_000,
+                      explore_epochs=1, explore_seeds=3, steps_per_epoch=2, strong_train_limit=256,
+                      strong_select_epochs=(1, 2), strong_trials=3),
+        "fast": dict(recipe="cpu", synthetic=False, tutorial_limit=None, tutorial_seeds=3, train_limit=None,
                      val_size=5000, test_limit=None, eval_batch_size=1000, epochs=30, combined_epochs=30,
-                     explore_epochs=6, steps_per_epoch=None, strong_train_limit=None,
+                     explore_epochs=8, explore_seeds=3, steps_per_epoch=None, strong_train_limit=None,
                      strong_select_epochs=(10, 16, 24), strong_trials=3),
         "full": dict(recipe="handout", synthetic=False, tutorial_limit=None, tutorial_seeds=3, train_limit=None,
                      val_size=5000, test_limit=None, eval_batch_size=1000, epochs=100, combined_epochs=400,
-                     explore_epochs=100, steps_per_epoch=None, strong_train_limit=None,
+                     explore_epochs=100, explore_seeds=3, steps_per_epoch=None, strong_train_limit=None,
                      strong_select_epochs=(10, 16, 24), strong_trials=3),
     },
     "02": {
@@ -100,7 +101,8 @@ _BUDGETS = {
 }
 
 # Recipes: notebook 01's `tutorial` is what the tutorial's five configurations share on top of SGD with momentum 0.9
-# at batch_size (learning rate, schedule, precision; the hand-out's is the tutorial's constant 0.001), its `strong`
+# at batch_size (learning rate, schedule, precision; the hand-out's is the tutorial's constant 0.001), its `explore`
+# the explorations' peak learning rate (batch norm takes a larger step than the tutorial's) and precision, its `strong`
 # the airbench-style network's widths, batch, peak learning rate (mean loss) and precision; notebook 02's the transfer
 # study's (the backbone, learning rates, size_tolerance for choosing the input size, min_gain for stopping the depth
 # search); notebook 05's `best_model` is the long run's model and learning rate. amp=False on CPUs whose bfloat16
@@ -108,11 +110,13 @@ _BUDGETS = {
 _RECIPES = {
     "01": {
         "tiny": dict(batch_size=64, amp=False, tutorial=dict(lr=0.01, scheduler="warmup_cosine", warmup_epochs=1),
-                     strong=dict(widths=(16, 32, 32), batch=64, lr=1.5 * 64 / 1024, amp=False)),
+                     strong=dict(widths=(16, 32, 32), batch=64, lr=1.5 * 64 / 1024, amp=False),
+                     explore=dict(lr=0.05, amp=False)),
         "cpu": dict(batch_size=64, amp=False, strong=dict(widths=(64, 256, 256), batch=1024, lr=1.5, amp=True),
-                    tutorial=dict(lr=0.01, scheduler="warmup_cosine", warmup_epochs=1, amp=True)),
+                    tutorial=dict(lr=0.01, scheduler="warmup_cosine", warmup_epochs=1, amp=True),
+                    explore=dict(lr=0.05, amp=True)),
         "handout": dict(batch_size=64, amp="auto", strong=dict(widths=(64, 256, 256), batch=1024, lr=1.5, amp="auto"),
-                        tutorial=dict(lr=0.001, scheduler=None)),
+                        tutorial=dict(lr=0.001, scheduler=None), explore=dict(lr=0.001, amp="auto")),
     },
     "02": {
         "tiny": dict(backbone="tiny", lr=1e-3, size_tolerance=0.01, batch_size=32, min_gain=3e-3,

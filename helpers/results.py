@@ -68,6 +68,12 @@ def percent(value) -> str:
     return "" if value in ("", None) else f"{100 * value:.2f}"
 
 
+def percent_mean_sd(values) -> str:
+    """Fractions from repeated runs as 'mean ± sd' in percent, two decimals (sd with ddof=1): '75.92 ± 0.38'."""
+    values = [float(v) for v in values]
+    return f"{100 * sum(values) / len(values):.2f} ± {100 * sample_sd(values):.2f}"
+
+
 def spoken_list(items) -> str:
     """Items as prose: [10, 16, 24] -> '10, 16 and 24'; one item alone; an empty list is an error."""
     items = [str(i) for i in items]

@@ -65,6 +65,7 @@ class Run:
     recipe: dict = field(default_factory=dict)
     environment: dict = field(default_factory=dict)
     started: float = field(default_factory=time.time)
+    result_devices: set = field(default_factory=set)  # where the results this run wrote or read back were made
 
     @property
     def seed(self) -> int:
@@ -132,6 +133,7 @@ class Run:
     def save_results(self, name: str, data: dict) -> Path:
         record = {"notebook": self.notebook, "name": name, "params": self.params, "budget": self.budget,
                   "recipe": self.recipe, "environment": self.environment, "results": data}
+        self.result_devices.update(results.record_devices([record]))
         return results.write_json(record, self.path("results", f"{self.notebook}_{name}.json"))
 
     def save_weights(self, model, name: str, metric: dict | None = None, preprocessing: dict | None = None) -> dict:
@@ -182,14 +184,19 @@ class Run:
         if not path.exists():
             raise FileNotFoundError(f"TRAIN=False needs {path}, written by a TRAIN=True run of this notebook "
                                     f"(profile {self.profile}, same OUTPUT_DIR); or name it in RETRAIN")
-        return results.read_json(path)
+        stored = results.read_json(path)
+        self.result_devices.update(results.record_devices([stored]))
+        return stored
 
     def write_macros(self, name: str, macros: dict) -> Path:
         """`report/generated/<nb>_<name>_macros.tex`, with the compute profile alongside the numbers
-        (`\\RNbZeroFourProfile`, `...Data`, `...Device`) so report captions can state it without typing it."""
+        (`\\RNbZeroFourProfile`, `...Data`, `...Device`) so report captions can state it without typing it. The
+        device is where the results this run wrote or read back were made: a replay on another machine does not
+        change it."""
         prefix = "R" + results.macro_name(f"nb{self.notebook}")
+        device = " and ".join(sorted(self.result_devices)) or self.environment.get("device_name", str(self.device))
         profile = {"profile": self.profile, "data": "synthetic stand-in data" if self.budget.get("synthetic")
-                   else "real data", "device": results.latex_escape(self.environment.get("device_name", self.device))}
+                   else "real data", "device": results.latex_escape(device)}
         return results.write_macros(profile | macros, self.path("tables", f"{self.notebook}_{name}_macros.tex"),
                                     prefix)
 

@@ -51,14 +51,17 @@ class ConvUnit(nn.Sequential):
 
 
 class VGGBlock(nn.Module):
-    """Two 3x3 conv units, then 2x down-sampling (max-pool, or stride 2 in the first conv) and dropout."""
+    """Two 3x3 conv units, then 2x down-sampling (max-pool, or stride 2 in the first conv) and dropout.
+
+    dropout_order "bn_dropout" puts the block's one dropout after its last norm (and the pooling); "dropout_bn"
+    moves that same layer in front of the last norm, so the two orders differ only in its place."""
 
     def __init__(self, c_in, c_out, *, norm, dropout, dropout_order, downsample, convs=2, se=False):
         super().__init__()
         strided = downsample == "stride"
         before = dropout if dropout_order == "dropout_bn" else 0.0
-        units = [ConvUnit(c_in if i == 0 else c_out, c_out, 2 if strided and i == 0 else 1, norm, before)
-                 for i in range(convs)]
+        units = [ConvUnit(c_in if i == 0 else c_out, c_out, 2 if strided and i == 0 else 1, norm,
+                          before if i == convs - 1 else 0.0) for i in range(convs)]
         self.body = nn.Sequential(*units, SqueezeExcite(c_out) if se else nn.Identity())
         self.pool = nn.Identity() if strided else nn.MaxPool2d(2)
         self.dropout = nn.Dropout(dropout) if dropout and dropout_order == "bn_dropout" else nn.Identity()

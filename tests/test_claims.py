@@ -1,7 +1,7 @@
 """Claims: declared comparisons evaluated against stored results, with their uncertainty."""
 import pytest
 
-from helpers import claims, report, results
+from helpers import claimlist, claims, report, results
 from helpers.claimlist import trials
 
 
@@ -45,6 +45,22 @@ def test_single_runs_are_judged_against_the_seed_noise_band(stored):
     near = claims.evaluate(claim("no difference", subject=("same_trial0",), reference=("base_trial0",),
                                  noise=trials("base")), stored)
     assert near.holds and "seed-noise band ±2.00 from 3 seeds" in near.wording()
+
+
+def test_a_verdict_summary_names_the_variants_that_differ_and_counts_the_rest(stored):
+    for name, acc in (("up", 0.99), ("down", 0.80), ("flat", 0.905), ("flat2", 0.91)):
+        store(stored, "99", name, acc)
+    judged = {name: claims.evaluate(claims.Claim(
+        id="t-claim", notebook="99", says="no difference", metric="test.acc", subject=(name,),
+        reference=trials("base"), noise=trials("base"), what="test accuracy", subject_label=f"the {name} run"),
+        stored) for name in ("up", "down", "flat", "flat2")}
+    assert claims.verdict_summary(list(judged.values())) == ("higher test accuracy with the up run; lower test "
+                                                             "accuracy with the down run; no measurable difference "
+                                                             "with the other 2")
+    assert claims.verdict_summary([judged["flat"]]) == "no measurable difference with the flat run"
+    assert claims.verdict_summary([judged["flat"], judged["flat2"]]) == "no measurable difference with all 2"
+    with pytest.raises(ValueError, match="at least one"):
+        claims.verdict_summary([])
 
 
 def test_a_reference_stored_under_another_metric_is_read_there_with_its_noise(stored):
@@ -123,8 +139,10 @@ def test_the_committed_claims_hold_and_the_known_wrong_statements_come_out_right
     factorial = ("bn", "adamw", "bn-adamw-vs-adamw", "bn-adamw-vs-bn")  # each factor at either level of the other
     assert {c.id for c in claims.declared("03")} == {f"03-{s}-{m}" for s in factorial for m in ("test", "epoch-one")}
     tutorial = ("dropout", "l2", "augmentation", "combined")  # each regulariser against the baseline's seed noise
+    explored = {f"01-{r.replace('_', '-').lower()}-test" for r in claimlist.EXPLORE_LABELS}  # vs the reference's seeds
     assert {c.id for c in claims.declared("01")} == {f"01-{r}-{m}" for r in tutorial for m in ("test", "gap")} | {
-        "01-se-test"}  # squeeze-and-excitation against the plain AirNet's seeds
+        "01-se-test"} | explored  # squeeze-and-excitation against the plain AirNet's seeds
+    assert len(explored) == 19 and "01-norm-dropout-dropout-bn-test" in explored
     assert {evaluations[f"01-{r}-gap"].method for r in tutorial} == {"noise band"}
     assert evaluations["01-dropout-gap"].verdict == "lower"  # dropout closes the baseline's over-fitting gap
     assert report.claim_problems(report.PROJECT_ROOT / "results", report.REPORT_DIR / "generated") == []

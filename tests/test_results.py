@@ -127,3 +127,9 @@ def test_spoken_list_reads_as_prose():
     assert results.spoken_list([7]) == "7"
     with pytest.raises(ValueError, match="at least one"):
         results.spoken_list([])
+
+
+def test_percent_mean_sd_uses_the_sample_deviation():
+    assert results.percent_mean_sd([0.75, 0.76, 0.77]) == "76.00 ± 1.00"
+    with pytest.raises(ValueError, match="at least 2 values, got 1"):
+        results.percent_mean_sd([0.75])  # one run has no spread

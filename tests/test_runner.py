@@ -170,6 +170,18 @@ def test_macros_carry_the_profile_and_weights_are_kept_then_reloaded(tmp_path):
     assert torch.equal(fresh.weight, retrained.weight) and not torch.equal(fresh.weight, trained.weight)
 
 
+def test_the_device_macro_names_where_the_results_were_made_not_the_replaying_machine(tmp_path):
+    run = runner.start(dict(GOOD, OUTPUT_DIR=str(tmp_path)), "04")
+    run.environment["device_name"] = "Trainer CPU, 2 threads"
+    run.save_results("nearest_trial0", {"test": {"dice": 0.97}})
+    assert "\\newcommand{\\RNbZeroFourDevice}{Trainer CPU, 2 threads}" in run.write_macros("trials", {}).read_text()
+    replay = runner.start(dict(GOOD, OUTPUT_DIR=str(tmp_path), TRAIN=False), "04")
+    replay.environment["device_name"] = "Grader laptop, 8 threads"
+    assert replay.write_macros("trials", {}).read_text().count("Grader") == 1  # nothing read yet: its own device
+    replay.stored("nearest_trial0")
+    assert "{Trainer CPU, 2 threads}" in replay.write_macros("trials", {}).read_text()
+
+
 def test_require_trained_names_what_retrain_must_add(tmp_path):
     replay = runner.start(dict(GOOD, OUTPUT_DIR=str(tmp_path), TRAIN=False, RETRAIN=["strong"]), "01")
     runner.require_trained(replay, ["strong", "strong_se"], "strong_tta")  # the family retrains both

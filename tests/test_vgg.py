@@ -36,9 +36,12 @@ def test_dropout_and_batch_norm_switches():
     bn = CifarNet(norm="batch")
     conv_biases = 32 + 32 + 64 + 64 + 128 + 128
     assert count_parameters(bn) == 550_570 - conv_biases + 2 * conv_biases  # bias dropped, BN scale + shift
-    order = CifarNet(norm="batch", dropout=0.2, dropout_order="dropout_bn")
-    unit = order.features[0].body[0]
-    assert [type(m) for m in unit] == [nn.Conv2d, nn.Dropout, nn.BatchNorm2d, nn.ReLU]
+    order = CifarNet(norm="batch", dropout=(0.2, 0.3, 0.4, 0.5), dropout_order="dropout_bn")
+    block = order.features[0]
+    assert [type(m) for m in block.body[0]] == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU]
+    assert [type(m) for m in block.body[1]] == [nn.Conv2d, nn.Dropout, nn.BatchNorm2d, nn.ReLU]
+    rates = lambda net: [m.p for m in net.modules() if isinstance(m, nn.Dropout)]  # a true reordering: same layers
+    assert rates(order) == rates(CifarNet(norm="batch", dropout=(0.2, 0.3, 0.4, 0.5))) == [0.2, 0.3, 0.4, 0.5]
     with pytest.raises(ValueError, match="dropout needs 4 rates"):
         CifarNet(dropout=(0.1, 0.2))
 
