@@ -585,8 +585,13 @@ def restrict_updates(model: TransferNet, masks: dict) -> list:
         mask = masks.get(name)
         p.requires_grad_(mask is not None and bool(mask.any()))
         if p.requires_grad:
-            handles.append(p.register_hook(lambda grad, m=mask: grad * m.to(grad.dtype)))
+            handles.append(mask_gradient(p, mask))
     return handles
+
+
+def mask_gradient(parameter: torch.Tensor, mask: torch.Tensor):
+    """A hook that zeroes `parameter`'s gradient where `mask` is False (its handle: `.remove()` undoes it)."""
+    return parameter.register_hook(lambda grad: grad * mask.to(grad.dtype))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -637,8 +642,7 @@ def hold_pruned(model: nn.Module) -> list:
     handles = []
     for _, m in prunable(model):
         if m.weight.requires_grad:
-            kept = (m.weight != 0).detach()
-            handles.append(m.weight.register_hook(lambda grad, kept=kept: grad * kept.to(grad.dtype)))
+            handles.append(mask_gradient(m.weight, (m.weight != 0).detach()))
     return handles
 
 
