@@ -17,7 +17,8 @@ from torch import nn
 from .models import model_summary
 
 _LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+                   "−": r"\textminus{}"}
 _DIGITS = "Zero One Two Three Four Five Six Seven Eight Nine".split()
 
 

@@ -47,6 +47,17 @@ def test_single_runs_are_judged_against_the_seed_noise_band(stored):
     assert near.holds and "seed-noise band ±2.00 from 3 seeds" in near.wording()
 
 
+def test_each_claim_macro_comes_with_its_signed_difference_for_listing_sentences(stored):
+    store(stored, "99", "variant", 0.93)
+    store(stored, "99", "below", 0.8855)
+    above, below = (claims.evaluate(claim("higher", subject=(name,), reference=("base_trial0",),
+                                          noise=trials("base")), stored) for name in ("variant", "below"))
+    assert (above.short(), below.short()) == ("+3.00", "−1.45")
+    text = claims.macros_text([below])
+    assert "\\newcommand{\\ClaimTClaim}{New vs base: no measurable difference" in text
+    assert "\\newcommand{\\ClaimTClaimDiff}{\\textminus{}1.45}" in text
+
+
 def test_a_verdict_summary_names_the_variants_that_differ_and_counts_the_rest(stored):
     for name, acc in (("up", 0.99), ("down", 0.80), ("flat", 0.905), ("flat2", 0.91)):
         store(stored, "99", name, acc)
