@@ -45,6 +45,14 @@ class PetImages:
         return (data.load_pets(self.data_root, "trainval", size=size, resize=resize, download=True),
                 data.load_pets(self.data_root, "test", size=size, resize=resize, download=True))
 
+    def splits(self, size: int, holdout: dict, test: bool = False, flipped: tuple = ()) -> dict:
+        """{name: images} at one input size: the trainval subsets of `holdout` ({"train": index, "val": index}),
+        the test set if asked, and a mirror-image copy "<name>_flip" of each split named in `flipped`."""
+        trainval, test_set = self.load(size)
+        splits = {name: trainval.subset(index) for name, index in holdout.items()}
+        splits |= {"test": test_set} if test else {}
+        return splits | {f"{name}_flip": mirrored(splits[name]) for name in flipped}
+
     def is_dog(self) -> torch.Tensor:
         """Per breed, whether it is a dog breed."""
         return torch.arange(BREEDS) >= CAT_BREEDS if self.synthetic else data.pets_is_dog(self.data_root, download=True)
@@ -91,10 +99,12 @@ class Loaders:
         options = {"device": self.device, **normalisation(dataset), **options}
         return TensorLoader(dataset, batch_size or self.eval_batch_size, **options)
 
-    def cache(self, model: TransferNet, splits: dict, block: int) -> transfer.FeatureCache:
-        """Every split's activations entering `block` (len(model.blocks): the pooled features), and their time."""
-        return transfer.FeatureCache(model, {name: self.make(split) for name, split in splits.items()}, block,
-                                     self.device)
+    def cache(self, model: TransferNet, splits, block: int) -> transfer.FeatureCache:
+        """Every split's activations entering `block` (len(model.blocks): the pooled features), and their time.
+        `splits`: {name: images}, or a function returning them, so that a replay loads no images at all."""
+        def image_loaders():
+            return {name: self.make(split) for name, split in (splits() if callable(splits) else splits).items()}
+        return transfer.FeatureCache(model, image_loaders if callable(splits) else image_loaders(), block, self.device)
 
     def triple(self, splits: dict, augment=None, sample_weights=None) -> tuple:
         """(train, val, test) loaders of {"train", "val", "test"} splits (a missing one gives None): train
@@ -190,6 +200,50 @@ def measured_from(run: Run, name: str, outcomes: list, compute):
     return run.measured(name, checked)
 
 
+@torch.no_grad()
+def flip_tta(model, sets: dict, loaders: Loaders) -> dict:
+    """Accuracy with and without averaging the prediction of each image and its mirror image, on "val" and
+    "test" (with their mirrored "val_flip" and "test_flip"); flip TTA is chosen on validation (a tie keeps the
+    plain prediction) and the test accuracy reported is the chosen one's."""
+    scores = {}
+    for split in ("val", "test"):
+        plain, mirrored_view = (torch.softmax(predict(model, loaders.make(sets[k]), loaders.device)[0], 1)
+                                for k in (split, f"{split}_flip"))
+        labels = sets[split].labels
+        scores[f"{split}_plain"] = (plain.argmax(1) == labels).float().mean().item()
+        scores[f"{split}_flip"] = ((plain + mirrored_view).argmax(1) == labels).float().mean().item()
+    flip = scores["val_flip"] > scores["val_plain"]
+    return scores | {"flip": flip, "test_acc": scores["test_flip" if flip else "test_plain"]}
+
+
+class SizeProbe:
+    """The input-size probe: at each size, a linear head on the frozen network's pooled features for the 37
+    breeds and one for cat vs dog, on the same features, which are computed only when one of them trains (a
+    replay loads no image and runs no backbone; the feature pass's stored time is read back)."""
+
+    def __init__(self, run: Run, pets: PetImages, loaders: Loaders, new_model, holdout: dict, is_dog: torch.Tensor,
+                 epochs: int, lr: float, steps_per_epoch: int | None = None):
+        self.run, self.pets, self.loaders, self.new_model = run, pets, loaders, new_model
+        self.holdout, self.is_dog, self.epochs = holdout, is_dog, epochs
+        self.probe = FineTuner(run, loaders, {}, None, Optimiser(lr), steps_per_epoch)
+
+    def __call__(self, size: int) -> dict:
+        model = self.new_model()
+        features = self.loaders.cache(model, lambda: self.pets.splits(size, self.holdout), len(model.blocks))
+        breeds = self.probe(f"probe_{size}px", model.configure(0), self.epochs, lambda: features.sets)
+        cat_dog = self.probe(f"probe_{size}px_binary", self.new_model(2).configure(0), self.epochs,
+                             lambda: relabel(features.sets, self.is_dog))
+        cost = self.run.measured(f"probe_{size}px_features", lambda: {"seconds": features.seconds})
+        return {"size": size, "val": breeds.history.best_value, "binary": cat_dog.history.best_value,
+                "cache_s": cost["seconds"], "train_s": breeds.record["train_seconds"], "runs": [breeds, cat_dog]}
+
+
+def smallest_within(rows: list, key: str, tolerance: float) -> int:
+    """The smallest input size whose validation accuracy (rows' `key`) lies within `tolerance` of the best."""
+    best = max(r[key] for r in rows)
+    return min(r["size"] for r in rows if r[key] >= best - tolerance)
+
+
 def summary_line(outcome: Outcome, epochs: int, trainable: int) -> str:
     test = f", test acc {outcome.test['acc']:.4f}" if outcome.test else ""
     return (f"{outcome.name}: best val acc {outcome.history.best_value:.4f} (epoch {outcome.history.best_epoch}/"
@@ -230,13 +284,35 @@ def study_rows(runs: dict) -> list:
 # Unbalanced classes and semi-supervised learning
 
 
-def cut_classes(train: FeatureSet, rare: torch.Tensor, keep: float, seed: int) -> FeatureSet:
-    """The training set with only `keep` of each rare class's samples (rare[c]: class c is cut; at least
+def cut_index(labels: torch.Tensor, rare: torch.Tensor, keep: float, seed: int) -> torch.Tensor:
+    """The indices left when only `keep` of each rare class's samples stay (rare[c]: class c is cut; at least
     one sample per class stays), in the original order."""
-    cut = torch.nonzero(rare[train.labels]).flatten()
-    kept = cut[transfer.labelled_subset(train.labels[cut], keep, seed)]
-    others = torch.nonzero(~rare[train.labels]).flatten()
-    return train.subset(torch.cat([others, kept]).sort().values)
+    cut = torch.nonzero(rare[labels]).flatten()
+    kept = cut[transfer.labelled_subset(labels[cut], keep, seed)]
+    others = torch.nonzero(~rare[labels]).flatten()
+    return torch.cat([others, kept]).sort().values
+
+
+def cut_classes(train: FeatureSet, rare: torch.Tensor, keep: float, seed: int) -> FeatureSet:
+    """The training set cut as `cut_index` says."""
+    return train.subset(cut_index(train.labels, rare, keep, seed))
+
+
+def masked_fine_tune(fine_tune: FineTuner, model: TransferNet, fraction: float, criterion: str, epochs: int,
+                     seed: int) -> tuple:
+    """(outcome, backbone weights that may change): fine-tune only `fraction` of the trainable blocks' weights,
+    chosen by `criterion` (transfer.select_weights), on the study's cached activations. The selection is stored
+    as masked_<criterion>_selection, so a replay computes neither activations nor gradients."""
+    run, loaders, name = fine_tune.run, fine_tune.loaders, f"masked_{criterion}"
+
+    def select():
+        sets = fine_tune.cache.at(model)
+        masks = transfer.select_weights(model, fraction, criterion, loaders.triple(sets)[0], Classification(),
+                                        run.device, seed=seed, forward=transfer.FromBlock(model, sets["train"].start))
+        transfer.restrict_updates(model, masks)  # training `name` implies this ran: its family includes it
+        return {"backbone_weights": sum(int(m.sum()) for m in masks.values())}
+    selected = run.measured(f"{name}_selection", select)
+    return fine_tune(name, model, epochs, lambda: fine_tune.cache.at(model)), selected["backbone_weights"]
 
 
 def per_class_test_accuracy(model, test: FeatureSet, loaders: Loaders, num_classes: int) -> torch.Tensor:
@@ -353,6 +429,11 @@ class TargetSets:
     trainval_images: int
     view_seconds: float
 
+    def relabelled(self, mapping: torch.Tensor) -> TargetSets:
+        """The same activations with label c replaced by mapping[c] (e.g. breed -> is a dog)."""
+        return TargetSets({kind: relabel(sets, mapping) for kind, sets in self.sets.items()}, self.trainval_images,
+                          self.view_seconds)
+
     def in_views(self, index: torch.Tensor, views: int) -> torch.Tensor:
         """The positions of these trainval images in every one of `views` cached views."""
         return torch.cat([index + view * self.trainval_images for view in range(views)])
@@ -413,9 +494,12 @@ class TargetSearch:
     images and tested once."""
 
     def __init__(self, run: Run, plan: TargetPlan, features: TargetSets, loaders: Loaders, new_model, folds: list,
-                 lr: float):
+                 lr: float, prefix: str = "target", keep_weights: bool = True):
+        """`prefix` names the runs (<prefix>_fold<k>_<kind>, <prefix>_final_<kind>), so two searches can coexist;
+        `keep_weights`: whether the final models' weights are saved (a replay then loads them)."""
         self.run, self.plan, self.features, self.loaders = run, plan, features, loaders
-        self.new_model, self.folds, self.lr = new_model, folds, lr
+        self.new_model, self.folds, self.lr, self.prefix = new_model, folds, lr, prefix
+        self.keep_weights = keep_weights
         self.candidates = candidates(plan.kinds)
 
     def fit(self, name: str, kind: str, fold: int | None = None) -> Outcome:
@@ -430,8 +514,9 @@ class TargetSearch:
             splits = {"train": views.subset(self.features.in_views(kept, self.plan.views[framing])),
                       "val": views.subset(held)}
         train, val, _ = self.loaders.triple(splits)
+        keep = fold is None and self.keep_weights
         return run_experiment(self.run, f"{name}_{kind}", lambda: transfer.FromBlock(model, self.plan.blocks - blocks),
-                              self.plan.configs[framing], train, val, None, keep_weights=fold is None,
+                              self.plan.configs[framing], train, val, None, keep_weights=keep,
                               param_groups=lambda _: model.block_groups(self.lr))
 
     def probabilities(self, outcomes: dict, split: str, flip: bool, index=None) -> torch.Tensor:
@@ -451,7 +536,7 @@ class TargetSearch:
         oof, started = {}, time.perf_counter()
         for fold, (_, held) in enumerate(self.folds):
             for kind in self.plan.kinds:
-                outcome = {kind: self.fit(f"target_fold{fold}", kind, fold)}
+                outcome = {kind: self.fit(f"{self.prefix}_fold{fold}", kind, fold)}
                 for flip in (False, True):
                     p = self.probabilities(outcome, "trainval", flip, held)
                     oof.setdefault((kind, flip), p.new_zeros(self.features.trainval_images, p.shape[1]))[held] = p
@@ -474,7 +559,7 @@ class TargetSearch:
                    for name, kinds in self.candidates.items() for flip in (False, True)}
         cv_acc = {key: c.mean().item() for key, c in correct.items()}
         choice, flip = choose(cv_acc)
-        final = {kind: self.fit("target_final", kind) for kind in self.candidates[choice]}
+        final = {kind: self.fit(f"{self.prefix}_final", kind) for kind in self.candidates[choice]}
         return {"candidates": {name: {"plain": cv_acc[name, False], "flip": cv_acc[name, True]}
                                for name in self.candidates},
                 "choice": choice, "flip_tta": flip, "cv_acc": cv_acc[choice, flip], "cv_seconds": cv_seconds,

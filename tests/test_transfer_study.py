@@ -93,6 +93,70 @@ def test_a_replayed_fine_tune_computes_no_activations(tmp_path):
     assert cache.computed and retrained.history.epochs == trained.history.epochs  # RETRAIN computes, deterministically
 
 
+def test_a_cache_of_splits_given_as_a_function_loads_no_image_until_used(tmp_path):
+    images = data.synthetic_images(12, 37, size=32, seed=0)
+    asked = []
+    splits = lambda: asked.append(1) or {"train": images.subset(range(8)), "val": images.subset(range(8, 12))}
+    model = study.Backbone("tiny", tmp_path, seed=0)()
+    cache = study.Loaders("cpu", 4, 4).cache(model, splits, len(model.blocks))
+    assert not asked and not cache.computed
+    assert cache.sets["val"].images.shape[0] == 4 and asked == [1]
+    assert cache.sets["train"].start == len(model.blocks) and asked == [1]  # loaded once
+
+
+def test_the_size_probe_trains_both_heads_on_one_feature_pass_and_a_replay_loads_no_image(tmp_path, monkeypatch):
+    pets = study.PetImages(tmp_path, synthetic=True, train_limit=24, test_limit=8)
+    holdout = {"train": torch.arange(16), "val": torch.arange(16, 24)}
+    splits = pets.splits(32, holdout, test=True, flipped=("val",))
+    assert sorted(splits) == ["test", "train", "val", "val_flip"] and len(splits["test"]) == 8
+    assert torch.equal(splits["val_flip"].images, splits["val"].images.flip(-1))
+    passes = []
+    real_cache = transfer.cache_features
+    monkeypatch.setattr(transfer, "cache_features", lambda *a, **k: passes.append(1) or real_cache(*a, **k))
+    new_model, loaders = study.Backbone("tiny", tmp_path, seed=0), study.Loaders("cpu", 8, 8)
+    is_dog = torch.arange(37) >= 12
+    row = study.SizeProbe(start(tmp_path), pets, loaders, new_model, holdout, is_dog, 2, 1e-2)(32)
+    assert len(passes) == 2 and row["size"] == 32 and row["cache_s"] > 0  # train and val, once for both heads
+    assert [o.name for o in row["runs"]] == ["probe_32px", "probe_32px_binary"]
+    assert row["runs"][1].record["model"]["parameters"] < row["runs"][0].record["model"]["parameters"]  # 2 vs 37
+    monkeypatch.setattr(pets.__class__, "load", lambda *a: pytest.fail("a replay loaded images"))
+    replayed = study.SizeProbe(start(tmp_path, TRAIN=False), pets, loaders, new_model, holdout, is_dog, 2, 1e-2)(32)
+    assert {k: v for k, v in replayed.items() if k != "runs"} == {k: v for k, v in row.items() if k != "runs"}
+    rows = [{"size": 32, "val": 0.80}, {"size": 64, "val": 0.805}, {"size": 96, "val": 0.81}]
+    assert study.smallest_within(rows, "val", 0.006) == 64 and study.smallest_within(rows, "val", 0.0) == 96
+
+
+def test_flip_tta_is_chosen_on_validation_and_its_test_accuracy_reported():
+    labels = torch.tensor([0, 1, 0, 1])
+    # the "model" reads the logits off its input: the plain views are wrong on the last image, the mirrors right
+    plain, mirror = torch.tensor([[2., 0], [0, 2], [2, 0], [2, 0]]), torch.tensor([[2., 0], [0, 2], [2, 0], [0, 9]])
+    sets = {f"{s}{v}": FeatureSet(x, labels, start=1) for s in ("val", "test") for v, x in (("", plain),
+                                                                                          ("_flip", mirror))}
+    scores = study.flip_tta(torch.nn.Identity(), sets, study.Loaders("cpu", 2, 2))
+    assert scores["val_plain"] == 0.75 and scores["val_flip"] == 1.0 and scores["flip"]
+    assert scores["test_acc"] == scores["test_flip"] == 1.0
+    sets["val_flip"] = sets["val"]  # a tie on validation keeps the plain prediction
+    assert study.flip_tta(torch.nn.Identity(), sets, study.Loaders("cpu", 2, 2))["test_acc"] == 0.75
+
+
+def test_masked_fine_tuning_stores_its_selection_and_a_replay_computes_no_gradients(tmp_path, monkeypatch):
+    images = data.synthetic_images(24, 37, size=32, seed=0)
+    splits = {"train": images.subset(range(16)), "val": images.subset(range(16, 24))}
+    new_model, loaders = study.Backbone("tiny", tmp_path, seed=0), study.Loaders("cpu", 8, 8)
+    tuner = study.FineTuner(start(tmp_path), loaders, splits, loaders.cache(new_model(), splits, 2),
+                            study.Optimiser(1e-2))
+    model = new_model().configure(1, bn="frozen")
+    before = {n: p.detach().clone() for n, p in model.blocks.named_parameters()}
+    outcome, selected = study.masked_fine_tune(tuner, model, 0.1, "magnitude", 1, seed=0)
+    changed = sum(int((p.detach() != before[n]).sum()) for n, p in model.blocks.named_parameters())
+    assert 0 < changed <= selected == tuner.run.stored("masked_magnitude_selection")["backbone_weights"]
+    monkeypatch.setattr(transfer, "select_weights", lambda *a, **k: pytest.fail("a replay selected weights"))
+    cache = loaders.cache(new_model(), splits, 2)
+    replay = study.FineTuner(start(tmp_path, TRAIN=False), loaders, splits, cache, study.Optimiser(1e-2))
+    replayed, again = study.masked_fine_tune(replay, new_model().configure(1, bn="frozen"), 0.1, "magnitude", 1, 0)
+    assert again == selected and replayed.test == outcome.test and not cache.computed
+
+
 def test_depth_search_stops_when_gains_vanish_twice_in_a_row():
     values = {0: 0.50, 1: 0.60, 2: 0.605, 3: 0.61, 4: 0.90}
     trained = []
@@ -174,6 +238,22 @@ def test_the_chosen_candidate_is_retrained_on_all_images_and_tested(target_searc
         assert sorted(trained_on) == sorted(list(range(18)) * views) and seen[f"target_final_{kind}"][1] is None
     assert len(result["fold_acc"]) == 3 and len(result["predicted"]) == 10 and result["train_images"] == 18
     assert 0 <= result["test_acc"] <= 1 and 0 <= result["cat_dog_test_acc"] <= 1
+
+
+def test_a_cat_vs_dog_search_trains_two_way_heads_under_its_own_prefix(target_search, monkeypatch):
+    search, pets = target_search
+    seen = spy_on_training(monkeypatch)
+    is_dog = pets.is_dog()
+    features = search.features.relabelled(is_dog)
+    assert torch.equal(features.sets["head"]["test"].labels, is_dog[search.features.sets["head"]["test"].labels].long())
+    binary = study.TargetSearch(search.run, search.plan, features, search.loaders, lambda: search.new_model(2),
+                                search.folds, lr=1e-2, prefix="binary_target", keep_weights=False)
+    result = binary.results(torch.tensor([False, True]))  # class 1 is "dog": the species is the prediction
+    assert seen and all(name.startswith("binary_target_") for name in seen)
+    assert all(o.model.model.head[-1].out_features == 2 for _, _, o in seen.values())
+    assert result["cat_dog_test_acc"] == pytest.approx(result["test_acc"])
+    assert set(result["predicted"]) <= {0, 1}
+    assert not list(search.run.path("weights").glob("*binary_target*"))  # its final models keep no weights
 
 
 def test_target_sets_hold_views_and_mirrored_images_at_each_kinds_boundary(target_search):
