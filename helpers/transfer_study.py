@@ -106,6 +106,10 @@ class Loaders:
             return {name: self.make(split) for name, split in (splits() if callable(splits) else splits).items()}
         return transfer.FeatureCache(model, image_loaders if callable(splits) else image_loaders(), block, self.device)
 
+    def probabilities(self, model, dataset) -> torch.Tensor:
+        """The model's softmax over a dataset (images or cached activations), in order."""
+        return predict(model, self.make(dataset), self.device)[0].softmax(1)
+
     def triple(self, splits: dict, augment=None, sample_weights=None) -> tuple:
         """(train, val, test) loaders of {"train", "val", "test"} splits (a missing one gives None): train
         shuffled, augmented and weighted on the study's seed, no batch dropped; val and test in order."""
@@ -207,8 +211,7 @@ def flip_tta(model, sets: dict, loaders: Loaders) -> dict:
     plain prediction) and the test accuracy reported is the chosen one's."""
     scores = {}
     for split in ("val", "test"):
-        plain, mirrored_view = (torch.softmax(predict(model, loaders.make(sets[k]), loaders.device)[0], 1)
-                                for k in (split, f"{split}_flip"))
+        plain, mirrored_view = (loaders.probabilities(model, sets[k]) for k in (split, f"{split}_flip"))
         labels = sets[split].labels
         scores[f"{split}_plain"] = (plain.argmax(1) == labels).float().mean().item()
         scores[f"{split}_flip"] = ((plain + mirrored_view).argmax(1) == labels).float().mean().item()
@@ -293,9 +296,13 @@ def cut_index(labels: torch.Tensor, rare: torch.Tensor, keep: float, seed: int) 
     return torch.cat([others, kept]).sort().values
 
 
-def cut_classes(train: FeatureSet, rare: torch.Tensor, keep: float, seed: int) -> FeatureSet:
-    """The training set cut as `cut_index` says."""
-    return train.subset(cut_index(train.labels, rare, keep, seed))
+def with_train(sets_of, change):
+    """A function giving the splits of `sets_of()` with the training split replaced by change(train): what a
+    fine-tune trains on, derived only when it trains."""
+    def sets() -> dict:
+        splits = sets_of()
+        return dict(splits, train=change(splits["train"]))
+    return sets
 
 
 def masked_fine_tune(fine_tune: FineTuner, model: TransferNet, fraction: float, criterion: str, epochs: int,
@@ -482,6 +489,12 @@ def candidates(kinds) -> dict:
             for chosen in itertools.combinations(kinds, size)}
 
 
+def search_runs(prefix: str, choice: str, folds: int, kinds) -> list:
+    """The names of a TargetSearch's runs: the chosen candidate's final models, then every fold's models."""
+    return [f"{prefix}_final_{kind}" for kind in choice.split(" + ")] + \
+        [f"{prefix}_fold{fold}_{kind}" for fold in range(folds) for kind in kinds]
+
+
 def choose(scores: dict):
     """The key with the highest score; the first one listed wins a tie (candidates() lists the simpler first)."""
     return max(scores, key=scores.get)
@@ -526,8 +539,7 @@ class TargetSearch:
             features = self.features.sets[kind][name]
             return features if index is None else features.subset(index)
         views = [split] + [f"{split}_flipped"] * flip
-        total = sum(predict(o.model, self.loaders.make(cached(kind, v)), self.loaders.device)[0].softmax(1)
-                    for kind, o in outcomes.items() for v in views)
+        total = sum(self.loaders.probabilities(o.model, cached(kind, v)) for kind, o in outcomes.items() for v in views)
         return total / (len(views) * len(outcomes))
 
     def out_of_fold(self) -> tuple:

@@ -249,7 +249,7 @@ def test_a_cat_vs_dog_search_trains_two_way_heads_under_its_own_prefix(target_se
     binary = study.TargetSearch(search.run, search.plan, features, search.loaders, lambda: search.new_model(2),
                                 search.folds, lr=1e-2, prefix="binary_target", keep_weights=False)
     result = binary.results(torch.tensor([False, True]))  # class 1 is "dog": the species is the prediction
-    assert seen and all(name.startswith("binary_target_") for name in seen)
+    assert sorted(seen) == sorted(study.search_runs("binary_target", result["choice"], 3, search.plan.kinds))
     assert all(o.model.model.head[-1].out_features == 2 for _, _, o in seen.values())
     assert result["cat_dog_test_acc"] == pytest.approx(result["test_acc"])
     assert set(result["predicted"]) <= {0, 1}
@@ -276,7 +276,10 @@ def test_pseudo_labels_join_the_labelled_samples_and_rare_classes_are_cut():
     combined = study.with_pseudo_labels(train, labelled, unlabelled, {"keep": [0, 6], "labels": [2, 1]})
     assert combined.images.flatten().tolist() == [0, 4, 8, 1, 9] and combined.labels.tolist() == [0, 1, 2, 2, 1]
     assert combined.meta == train.meta and combined.start == 4
-    cut = study.cut_classes(train, torch.tensor([True, False, False]), keep=0.5, seed=0)
+    cut = study.with_train(lambda: {"train": train, "val": train},
+                           lambda t: t.subset(study.cut_index(t.labels, torch.tensor([True, False, False]), 0.5, 0)))()
+    assert cut["val"] is train
+    cut = cut["train"]
     assert torch.bincount(cut.labels).tolist() == [2, 4, 2]
     assert cut.images.flatten().tolist() == sorted(cut.images.flatten().tolist())  # original order kept
 
