@@ -19,10 +19,13 @@ PROFILES = ("smoke", "fast", "full")
 # the strong model's candidate budgets, compared on validation, and `strong_trials` its final runs per model);
 # `steps_per_epoch` caps optimisation steps (None = one pass over the data); `*_epochs` are epochs per
 # study; notebook 02's `sizes` are the input sides its probe tries, `depths` the numbers of last blocks
-# fine-tuned, `gradual` the (blocks, epochs) stages of gradual unfreezing, `target_*` the target model's
-# cached views, epochs and cross-validation folds; notebook 05's `best` is the long run's budget, `seeds` the
-# runs of its reference model, `prompts` the samples per generation setting, `depth_*` the depth study's cap and
-# plateau patience, `gap_chunk`/`shuffle_chunk` the stretches of text of the validation-test gap analysis.
+# fine-tuned, `gradual` the (blocks, epochs) stages of gradual unfreezing, `seeds` the runs of each study reference,
+# `l2_strengths` the decoupled weight decays the L2 sweep tries, `bn_blocks` the blocks the batch-norm study trains,
+# `prune_epochs` the re-training after each pruning step, `forget_*` the other task's images and epoch cap,
+# `target_*` the target model's cached views, epochs and cross-validation folds; notebook 05's `best` is the long
+# run's budget, `seeds` the runs of its reference model, `prompts` the samples per generation setting, `depth_*`
+# the depth study's cap and plateau patience, `gap_chunk`/`shuffle_chunk` the stretches of text of the
+# validation-test gap analysis.
 _BUDGETS = {
     "01": {
         "smoke": dict(recipe="tiny", synthetic=True, tutorial_limit=256, tutorial_seeds=3, train_limit=256,
@@ -41,24 +44,25 @@ _BUDGETS = {
     "02": {
         "smoke": dict(recipe="tiny", synthetic=True, train_limit=160, test_limit=96, sizes=(32, 48, 64),
                       study_size=48, eval_batch_size=64, probe_epochs=2, depths=(0, 1, 2), depth_epochs=2,
-                      gradual=((0, 1), (1, 1), (2, 1)), aug_epochs=2, bn_only_epochs=1, steps_per_epoch=None,
-                      ssl_fractions=(1.0, 0.5, 0.1), lora_ranks=(1, 2), sparsities=(0.5, 0.9), forget_images=64,
-                      forget_epochs=1, latency_batch=8, target_views=2, target_epochs=2, target_whole_views=1,
-                      target_folds=2),
+                      gradual=((0, 1), (1, 1), (2, 1)), seeds=3, l2_strengths=(0.5, 8.0), bn_blocks=2,
+                      aug_epochs=2, bn_only_epochs=1, steps_per_epoch=None, ssl_fractions=(1.0, 0.5, 0.1),
+                      lora_ranks=(1, 2), sparsities=(0.5, 0.9), prune_epochs=1, forget_images=64, forget_epochs=1,
+                      latency_batch=8, target_views=2, target_epochs=2, target_whole_views=1, target_folds=2),
         "fast": dict(recipe="cpu", synthetic=False, train_limit=None, test_limit=None,
                      sizes=(96, 128, 160, 224, 288, 320), study_size=160, eval_batch_size=256, probe_epochs=30,
                      depths=(0, 1, 2, 3, 4, 6, 8), depth_epochs=8, gradual=((0, 2), (2, 2), (4, 2), (8, 2)),
-                     aug_epochs=4, bn_only_epochs=3, steps_per_epoch=None, ssl_fractions=(1.0, 0.5, 0.1, 0.01),
-                     lora_ranks=(1, 2, 4, 8), sparsities=(0.3, 0.5, 0.7, 0.9), forget_images=2000,
-                     forget_epochs=1, latency_batch=64, target_views=6, target_epochs=4, target_whole_views=2,
-                     target_folds=5),
+                     seeds=3, l2_strengths=(0.5, 2.0, 8.0), bn_blocks=4, aug_epochs=4, bn_only_epochs=3,
+                     steps_per_epoch=None, ssl_fractions=(1.0, 0.5, 0.1, 0.01), lora_ranks=(1, 2, 4, 8),
+                     sparsities=(0.3, 0.5, 0.7, 0.9), prune_epochs=1, forget_images=10000, forget_epochs=3,
+                     latency_batch=64, target_views=6, target_epochs=4, target_whole_views=2, target_folds=5),
         "full": dict(recipe="handout", synthetic=False, train_limit=None, test_limit=None,
                      sizes=(160, 224, 288), study_size=224, eval_batch_size=256, probe_epochs=50,
                      depths=(0, 1, 2, 3, 4, 6, 8, 12, 16), depth_epochs=30,
-                     gradual=((0, 5), (3, 5), (6, 5), (12, 5), (17, 10)), aug_epochs=30, bn_only_epochs=10,
+                     gradual=((0, 5), (3, 5), (6, 5), (12, 5), (17, 10)), seeds=3,
+                     l2_strengths=(0.5, 2.0, 8.0), bn_blocks=8, aug_epochs=30, bn_only_epochs=10,
                      steps_per_epoch=None, ssl_fractions=(1.0, 0.5, 0.1, 0.01), lora_ranks=(1, 2, 4, 8, 16),
-                     sparsities=(0.3, 0.5, 0.7, 0.9), forget_images=None, forget_epochs=5, latency_batch=64,
-                     target_views=8, target_epochs=6, target_whole_views=4, target_folds=5),
+                     sparsities=(0.3, 0.5, 0.7, 0.9), prune_epochs=2, forget_images=None, forget_epochs=5,
+                     latency_batch=64, target_views=8, target_epochs=6, target_whole_views=4, target_folds=5),
     },
     "03": {
         "smoke": dict(recipe="tiny", synthetic=True, train_limit=512, test_limit=256, epochs=2,
@@ -105,7 +109,9 @@ _BUDGETS = {
 # the explorations' peak learning rate (batch norm takes a larger step than the tutorial's) and precision, its `strong`
 # the airbench-style network's widths, batch, peak learning rate (mean loss) and precision; notebook 02's the transfer
 # study's (the backbone, learning rates, size_tolerance for choosing the input size, min_gain for stopping the depth
-# search); notebook 05's `best_model` is the long run's model and learning rate. amp=False on CPUs whose bfloat16
+# search, ssl_per_class the most confident predictions per class that pseudo-labelling keeps below its threshold,
+# forget_target the other task's validation accuracy at which the forgetting fine-tune stops);
+# notebook 05's `best_model` is the long run's model and learning rate. amp=False on CPUs whose bfloat16
 # autocast is slower than float32 (`python -m helpers.bench cifar --amp`).
 _RECIPES = {
     "01": {
@@ -120,14 +126,14 @@ _RECIPES = {
     },
     "02": {
         "tiny": dict(backbone="tiny", lr=1e-3, size_tolerance=0.01, batch_size=32, min_gain=3e-3,
-                     ssl_threshold=0.9, lora_blocks=2, mask_fraction=0.05, forget_lr=0.01, amp=False,
-                     target_lr=1e-3, imbalance_keep=0.2),
+                     ssl_threshold=0.9, ssl_per_class=2, lora_blocks=2, mask_fraction=0.05, forget_lr=0.01,
+                     forget_target=0.85, amp=False, target_lr=1e-3, imbalance_keep=0.2),
         "cpu": dict(backbone="mobilenet_v2", lr=1e-3, size_tolerance=5e-3, batch_size=64, min_gain=3e-3,
-                    ssl_threshold=0.9, lora_blocks=8, mask_fraction=0.01, forget_lr=3e-4, amp=False,
-                    target_lr=1e-3, imbalance_keep=0.2),
+                    ssl_threshold=0.9, ssl_per_class=10, lora_blocks=8, mask_fraction=0.01, forget_lr=1e-3,
+                    forget_target=0.85, amp=False, target_lr=1e-3, imbalance_keep=0.2),
         "handout": dict(backbone="resnet50", lr=1e-3, size_tolerance=5e-3, batch_size=64, min_gain=2e-3,
-                        ssl_threshold=0.9, lora_blocks=8, mask_fraction=0.01, forget_lr=3e-3, amp="auto",
-                        target_lr=1e-3, imbalance_keep=0.2),
+                        ssl_threshold=0.9, ssl_per_class=10, lora_blocks=8, mask_fraction=0.01, forget_lr=3e-3,
+                        forget_target=0.85, amp="auto", target_lr=1e-3, imbalance_keep=0.2),
     },
     "03": {
         "tiny": dict(batch_size=64, amp=False, weight_decay=0.05,
@@ -184,7 +190,9 @@ DRY_RUN_ENV = "HELPERS_DRY_RUN"
 # is what would crash the profile late, not a result.
 _DRY_RUN_DATA = {
     "01": dict(train_limit=1024, val_size=512, test_limit=512, strong_train_limit=1024),
-    "02": dict(train_limit=160, test_limit=96, forget_images=64, target_views=1, target_whole_views=1, target_folds=2),
+    # 02: small inputs (ResNet-50 at 288 px made the dry run 9.5 minutes); the code paths do not depend on the size
+    "02": dict(train_limit=160, test_limit=96, sizes=(64, 96), study_size=64, forget_images=64, target_views=1,
+               target_whole_views=1, target_folds=2),
     "03": dict(train_limit=512, test_limit=256),
     "04": {},
     "05": dict(synthetic_chars=60_000, prompts=2, sample_length=40, visual_chars=100, shuffle_chunk=2_000,

@@ -252,7 +252,8 @@ def unfold_batch_norm(model: nn.Module, loader, device="cpu") -> int:
     """Give every folded batch norm of `model` the statistics of its input on `loader`'s images, and the scale and
     shift that undo them: in eval mode the network computes what it did (to float precision), but in train mode
     each BN now normalises with batch statistics around the data's own, as an unfolded pretrained BN would.
-    Returns how many layers it changed; a BN that is not folded is left alone."""
+    Returns how many layers it changed; a BN that is not folded, or that `model` never runs (e.g. in the prefix a
+    transfer.FromBlock skips), is left alone."""
     folded = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and is_folded(m)]
     sums = {bn: [0, 0.0, 0.0] for bn in folded}
 
@@ -272,9 +273,11 @@ def unfold_batch_norm(model: nn.Module, loader, device="cpu") -> int:
         for hook in hooks:
             hook.remove()
         model.train(was_training)
-    if folded and not sums[folded[0]][0]:
-        raise ValueError("unfold_batch_norm needs images: the loader gave none")
-    for bn, (n, total, squares) in sums.items():
+    seen = {bn: sums for bn, sums in sums.items() if sums[0]}
+    if folded and not seen:
+        raise ValueError("unfold_batch_norm needs inputs: the loader gave none, or the model runs none of its "
+                         "batch norms")
+    for bn, (n, total, squares) in seen.items():
         mean = total / n
         var = (squares / n - mean * mean).clamp_min(0)
         folded_scale = (1 + bn.eps) ** -0.5  # what the identity BN multiplied by: x / sqrt(1 + eps)
@@ -282,7 +285,7 @@ def unfold_batch_norm(model: nn.Module, loader, device="cpu") -> int:
         bn.running_var.copy_(var)
         bn.weight.copy_((var + bn.eps).sqrt() * folded_scale)
         bn.bias.add_(mean * folded_scale)
-    return len(folded)
+    return len(seen)
 
 
 @torch.no_grad()

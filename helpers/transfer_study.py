@@ -13,9 +13,10 @@ from pathlib import Path
 import torch
 
 from . import data, transfer
+from .results import sample_sd
 from .data import ImageSet, TensorLoader, loader_triple
 from .runner import RESULT_COLUMNS, Outcome, Run, require_trained, result_row, run_experiment
-from .training import Classification, TrainConfig, accuracy, per_class_accuracy, predict
+from .training import Classification, TrainConfig, accuracy, fit, per_class_accuracy, predict
 from .transfer import FeatureSet, TransferNet
 
 BREEDS = 37
@@ -68,9 +69,24 @@ class Backbone:
     weights_path: str | None = None
     seed: int = 2023
 
-    def __call__(self, num_classes: int = BREEDS) -> TransferNet:
+    def __call__(self, num_classes: int = BREEDS, seed: int | None = None) -> TransferNet:
+        """The pretrained network with a new head, drawn on `seed` (default: the study's); the backbone never
+        depends on `seed` (the tiny stand-in's random "pretrained" weights are drawn on the study's)."""
         torch.manual_seed(self.seed)
-        return TransferNet.pretrained(self.name, num_classes, weights_path=self.weights_path, data_root=self.data_root)
+        model = TransferNet.pretrained(self.name, num_classes, weights_path=self.weights_path, data_root=self.data_root)
+        if seed is not None and seed != self.seed:
+            torch.manual_seed(seed)
+            model.head[1].reset_parameters()
+        return model
+
+
+def unfold_statistics(loaders: Loaders):
+    """A FineTuner `prepare`: give the folded batch norms of the blocks a run trains the statistics of their
+    input over its training set (transfer.unfold_batch_norm), from the cached activations it trains on."""
+    def prepare(model: TransferNet, train):
+        start = getattr(train, "start", 0)  # cached activations enter at their block, images at block 0
+        transfer.unfold_batch_norm(transfer.FromBlock(model, start), loaders.make(train), loaders.device)
+    return prepare
 
 
 def batch_norm_folded(model: TransferNet) -> tuple:
@@ -162,18 +178,23 @@ class FineTuner:
         self.optimiser, self.steps_per_epoch = optimiser, steps_per_epoch
 
     def __call__(self, name: str, model: TransferNet, epochs: int, sets: dict | None = None, *, augment=None,
-                 task=None, sample_weights=None, **changes) -> Outcome:
+                 task=None, sample_weights=None, seed: int | None = None, prepare=None, **changes) -> Outcome:
         """`sets`: the splits to train on, or a function returning them (default: the study's activations cached
-        at the model's frozen boundary, or its images when `augment` is given); `changes`: the Optimiser fields
-        that differ. A replay reads the stored record: it computes no activations and builds no loaders."""
+        at the model's frozen boundary, or its images when `augment` is given); `seed`: the data order's and
+        dropout's (default: the study's); `prepare(model, train_set)`: what to do to the model once its training
+        inputs exist (e.g. unfold_statistics); `changes`: the Optimiser fields that differ. A replay reads the
+        stored record: it computes no activations, builds no loaders and prepares nothing."""
         optimiser = replace(self.optimiser, **changes)
         start, loaders = model.frozen_prefix, (None, None, None)
         if self.run.trains(name):
             start, sets = self.inputs(model, sets() if callable(sets) else sets, augment)
-            loaders = self.loaders.triple(sets, augment, sample_weights)
+            if prepare is not None:
+                prepare(model, sets["train"])
+            seeded = self.loaders if seed is None else replace(self.loaders, seed=seed)
+            loaders = seeded.triple(sets, augment, sample_weights)
         outcome = run_experiment(self.run, name, lambda: transfer.FromBlock(model, start),
                                  optimiser.config(epochs, self.steps_per_epoch), *loaders,
-                                 task=task or Classification(),
+                                 task=task or Classification(), seed=seed,
                                  param_groups=lambda _: model.block_groups(optimiser.lr, optimiser.decay))
         print(summary_line(outcome, epochs, transfer.trainable_parameters(model)))
         return outcome
@@ -187,6 +208,17 @@ class FineTuner:
         if not isinstance(sets["train"], ImageSet):
             raise ValueError("augmentation changes images: pass image splits (or none) together with `augment`")
         return 0, sets
+
+    def trials(self, name: str, make_model, epochs: int, seeds: int, first: Outcome | None = None,
+               **options) -> list:
+        """`seeds` runs of one configuration for its seed noise: `name` on the study's seed s, then
+        `<name>_trial<k>` on seed s + k (the new head's initial weights, the data order and dropout);
+        make_model(seed) builds each run's model. `first`: the configuration's run on seed s, when an
+        earlier section trained it under `name` already."""
+        seed = self.run.seed
+        runs = [first] if first is not None else []
+        return runs + [self(name if k == 0 else f"{name}_trial{k}", make_model(seed + k), epochs, seed=seed + k,
+                            **options) for k in range(len(runs), seeds)]
 
     def variants(self, prefix: str, make_model, epochs: int, settings: dict) -> dict:
         """{key: outcome}: one run `<prefix>_<key>` per entry of `settings` (keyword arguments of a call),
@@ -270,6 +302,10 @@ def depth_search(depths, train, min_gain: float) -> dict:
 
 # The columns of the study's comparison tables; seconds rather than runner's minutes: most runs take seconds.
 STUDY_COLUMNS = {"val": RESULT_COLUMNS["val"], "test": RESULT_COLUMNS["test"], "seconds": ("training (s)", "{:.0f}")}
+# a table that mixes single runs and a configuration's seeds: the seeds' row gives means and the test spread
+SEEDS_COLUMNS = {"val": RESULT_COLUMNS["val"], "test": RESULT_COLUMNS["test"],
+                 "test_sd": ("seed s.d. (pp)", lambda v: "--" if v in (None, "") else f"{100 * v:.2f}"),
+                 "seconds": ("training (s)", "{:.0f}")}
 
 
 def study_row(label: str, outcome: Outcome, seconds: float | None = None, **extra) -> dict:
@@ -279,8 +315,29 @@ def study_row(label: str, outcome: Outcome, seconds: float | None = None, **extr
 
 
 def study_rows(runs: dict) -> list:
-    """One row per {label: outcome}."""
-    return [study_row(label, outcome) for label, outcome in runs.items()]
+    """One row per {label: outcome}, or per {label: [outcomes of one configuration's seeds]} (seeds_row)."""
+    return [seeds_row(label, o) if isinstance(o, list) else study_row(label, o) for label, o in runs.items()]
+
+
+def histories(runs: dict) -> dict:
+    """{label: [histories]} for plots.plot_histories from {label: outcome or [outcomes of its seeds]}."""
+    return {label: [o.history for o in (v if isinstance(v, list) else [v])] for label, v in runs.items()}
+
+
+def test_accuracies(outcomes: list) -> torch.Tensor:
+    """The test accuracy of each of a configuration's seeds (FineTuner.trials), e.g. for its mean and spread."""
+    return torch.tensor([o.test["acc"] for o in outcomes])
+
+
+def seeds_row(label: str, outcomes: list) -> dict:
+    """One configuration over its seeds (FineTuner.trials): mean validation and test accuracy, the test
+    accuracy's sample standard deviation (SEEDS_COLUMNS) and the mean training time."""
+    def mean(values):
+        return sum(values) / len(values)
+    tests = [o.test["acc"] for o in outcomes]
+    return {"name": f"{label} ({len(outcomes)} seeds)", "val": mean([o.history.best_value for o in outcomes]),
+            "test": mean(tests), "test_sd": sample_sd(tests),
+            "seconds": mean([o.record["train_seconds"] for o in outcomes])}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -322,6 +379,15 @@ def masked_fine_tune(fine_tune: FineTuner, model: TransferNet, fraction: float, 
     return fine_tune(name, model, epochs, lambda: fine_tune.cache.at(model)), selected["backbone_weights"]
 
 
+def accuracy_with_head(model: TransferNet, head: torch.nn.Sequential, features: FeatureSet, loaders: Loaders) -> float:
+    """Accuracy of `model`'s blocks from features.start on, read by another network's `head` (e.g. the head
+    trained before the blocks changed); `model` keeps its own head."""
+    linear = head[-1]
+    reader = TransferNet(list(model.blocks), linear.in_features, linear.out_features)
+    reader.head.load_state_dict(head.state_dict())
+    return accuracy(transfer.FromBlock(reader, features.start).eval(), loaders.make(features), loaders.device)[0]
+
+
 def per_class_test_accuracy(model, test: FeatureSet, loaders: Loaders, num_classes: int) -> torch.Tensor:
     _, predicted, targets = accuracy(model, loaders.make(test), loaders.device)
     return per_class_accuracy(predicted, targets, num_classes)
@@ -339,11 +405,12 @@ def complement(index: torch.Tensor, n: int) -> torch.Tensor:
     return torch.tensor(sorted(set(range(n)) - set(index.tolist())), dtype=torch.long)
 
 
-def pseudo_label(model, unlabelled: FeatureSet, threshold: float, loaders: Loaders) -> dict:
-    """The unlabelled samples the model gives at least `threshold` probability: their positions in
-    `unlabelled`, their pseudo-labels, and the share of those that is right (None when there are none)."""
+def pseudo_label(model, unlabelled: FeatureSet, threshold: float, loaders: Loaders, per_class: int = 0) -> dict:
+    """The unlabelled samples the model gives at least `threshold` probability, plus its `per_class` most confident
+    ones per predicted class (transfer.pseudo_labels): their positions in `unlabelled`, their pseudo-labels, and
+    the share of those that is right (None when there are none)."""
     logits, truth = predict(model, loaders.make(unlabelled), loaders.device)
-    keep, labels = transfer.pseudo_labels(logits, threshold)
+    keep, labels = transfer.pseudo_labels(logits, threshold, per_class)
     correct = (labels == truth[keep]).float().mean().item() if len(keep) else None
     return {"keep": keep.tolist(), "labels": labels.tolist(), "correct": correct}
 
@@ -373,10 +440,13 @@ def other_task(data_root, size: int, synthetic: bool, images: int | None, seed: 
     return "CIFAR-10 (upsampled)", upsampled(cifar.limit(images, seed), size)
 
 
-def upsampled(images: ImageSet, size: int) -> ImageSet:
-    """Bilinear upsampling without antialiasing (it only matters when shrinking), back to uint8."""
-    bigger = torch.nn.functional.interpolate(images.images.float(), size=size, mode="bilinear", antialias=False)
-    return ImageSet(bigger.round().clamp(0, 255).to(torch.uint8), images.labels, images.classes)
+def upsampled(images: ImageSet, size: int, chunk: int = 500) -> ImageSet:
+    """Bilinear upsampling without antialiasing (it only matters when shrinking), back to uint8; `chunk` images
+    at a time, so the float copy never holds the whole set (10,000 images at 160 px would take 3 GB)."""
+    def up(part):
+        bigger = torch.nn.functional.interpolate(part.float(), size=size, mode="bilinear", antialias=False)
+        return bigger.round().clamp(0, 255).to(torch.uint8)
+    return ImageSet(torch.cat([up(part) for part in images.images.split(chunk)]), images.labels, images.classes)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -391,9 +461,23 @@ def compression_rows(model, test_loader, calibration, example: torch.Tensor, spa
         pruned = copy.deepcopy(model)
         achieved = transfer.prune_magnitude(pruned, sparsity)
         rows.append(compressed_row(f"pruned {100 * achieved:.0f}%", pruned, test_loader, example,
-                                   transfer.sparse_size_bytes(pruned)))
+                                   transfer.sparse_size_bytes(pruned)) | {"sparsity": achieved})
     quantized = transfer.quantize_int8(model, calibration, example[:1])
     return rows + [compressed_row("int8 (static PTQ)", quantized, test_loader, example)]
+
+
+def pruning_curve(model: TransferNet, train_loader, test_loader, sparsities, config: TrainConfig, device) -> list:
+    """Gradual magnitude pruning with re-training (transfer.prune_gradually) of a copy of `model`: one row per
+    sparsity, in increasing order, with the test accuracy right after pruning, after `config` re-trained every
+    weight with the pruned ones held at zero (batch norms fixed), the re-training time and the sparse size."""
+    pruned = copy.deepcopy(model).configure(len(model.blocks), bn="frozen")
+
+    def retrain(m, sparsity):
+        row = {"sparsity": sparsity, "pruned": accuracy(m, test_loader, device)[0]}
+        seconds = fit(m, train_loader, None, config, device=device).train_seconds
+        return row | {"retrained": accuracy(m, test_loader, device)[0], "seconds": seconds,
+                      "size": transfer.sparse_size_bytes(m)}
+    return [row | {"achieved": achieved} for achieved, row in transfer.prune_gradually(pruned, sparsities, retrain)]
 
 
 def compressed_row(label: str, model, test_loader, example: torch.Tensor, size: int | None = None) -> dict:

@@ -156,6 +156,10 @@ def test_the_committed_claims_hold_and_the_known_wrong_statements_come_out_right
     assert len(explored) == 19 and "01-norm-dropout-dropout-bn-test" in explored
     assert {evaluations[f"01-{r}-gap"].method for r in tutorial} == {"noise band"}
     assert evaluations["01-dropout-gap"].verdict == "lower"  # dropout closes the baseline's over-fitting gap
+    transfer = {c.id: evaluations[c.id] for c in claims.declared("02")}  # every 02 study judged by seeds
+    assert {e.method for e in transfer.values()} == {"seeds", "noise band"} and len(transfer) >= 20
+    assert transfer["02-augmentation-gap"].verdict == "lower"  # augmentation closes the reference's gap
+    assert transfer["02-l2-wd0p5-test"].verdict == "no difference"  # L2 at a strength that shrinks weights
     assert report.claim_problems(report.PROJECT_ROOT / "results", report.REPORT_DIR / "generated") == []
 
 

@@ -18,8 +18,8 @@ IDS = [p.name[:2] for p in NOTEBOOKS]
 # run.measured (04 has none: a family of trials retrains instead).
 RETRAIN_SECTION = {"01": "strong", "02": "target", "03": "challenge", "04": "elu", "05": "generation"}
 # Dry runs too slow for CI even at one step per loop (measured on the 2-core CPU): the test says how to run them.
-SLOW_DRY_RUNS = {"02": "02's full profile (ResNet-50 feature passes at up to 288 px) takes 9.5 minutes even cut "
-                       "(it passes: 2026-12-03, 2-core Intel Xeon)"}
+SLOW_DRY_RUNS = {"02": "02's full profile (ResNet-50, every study's seeds) takes 5.2 minutes even cut at 64-96 px "
+                       "(it passes: 2026-12-04, 2-core AMD EPYC)"}
 
 
 def test_there_are_notebooks():

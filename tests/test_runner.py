@@ -251,7 +251,8 @@ def test_a_dry_run_keeps_the_recipe_and_cuts_loops_and_data():
     assert cut.sweep == full.sweep and cut.synthetic_chars == 60_000 and recipe("05", "full").batch_size == 64
     assert cut.seeds == full.seeds and dry_run(budget("04", "full"), "04").trials == 2
     two = dry_run(budget("02", "full"), "02")
-    assert two.sizes == budget("02", "full").sizes and two.gradual == budget("02", "full").gradual
+    assert two.gradual == budget("02", "full").gradual  # the recipe's stages; the inputs shrink to 64-96 px
+    assert two.sizes == (64, 96) and two.study_size == 64 and max(two.sizes) < min(budget("02", "full").sizes)
     assert two.train_limit >= recipe("02", "full").batch_size  # at least one full batch of the recipe
     assert two.target_folds == 2 and cut.prompts == 2 and cut.sample_length < full.sample_length
     three = dry_run(budget("03", "fast"), "03")

@@ -311,3 +311,93 @@ def test_compression_rows_cover_float_pruned_and_int8_models():
     assert [r["model"] for r in rows] == ["float32", "pruned 50%", "int8 (static PTQ)"]
     assert rows[1]["size"] < rows[0]["size"] and rows[2]["size"] < rows[0]["size"]
     assert all(0 <= r["test"] <= 1 and r["latency_ms"] > 0 for r in rows)
+
+
+def test_trials_run_one_configuration_on_consecutive_seeds(tmp_path, monkeypatch):
+    run, seen, real = start(tmp_path), {}, study.run_experiment
+    monkeypatch.setattr(study, "run_experiment", lambda run, name, build, config, train, *rest, **options: seen.update(
+        {name: (train.images.shape, train.generator.initial_seed())}) or real(run, name, build, config, train,
+                                                                                     *rest, **options))
+    images = data.synthetic_images(24, 37, size=32, seed=0)
+    splits = {"train": images.subset(range(16)), "val": images.subset(range(16, 24))}
+    new_model = study.Backbone("tiny", tmp_path, seed=2023)
+    loaders = study.Loaders("cpu", 8, 8, seed=2023)
+    fine_tune = study.FineTuner(run, loaders, splits, loaders.cache(new_model(), splits, 2), study.Optimiser(1e-2))
+    runs = fine_tune.trials("ref", lambda seed: new_model(seed=seed).configure(1), 1, 3)
+    assert [o.name for o in runs] == ["ref", "ref_trial1", "ref_trial2"]
+    assert fine_tune.trials("ref", pytest.fail, 1, 1, first=runs[0]) == runs[:1]  # run by an earlier section
+    assert [o.record["seed"] for o in runs] == [2023, 2024, 2025]
+    assert [seen[o.name] for o in runs] == [((16, 32, 4, 4), s) for s in (2023, 2024, 2025)]  # own data order
+    heads = [new_model(seed=s).head[1].weight for s in (2023, 2024)]
+    assert not torch.equal(*heads) and torch.equal(new_model().head[1].weight, heads[0])
+    plain = study.FineTuner(start(tmp_path / "plain"), loaders, splits, loaders.cache(new_model(), splits, 2),
+                            study.Optimiser(1e-2))("ref", new_model().configure(1), 1)
+    first = [{k: v for k, v in e.items() if k != "seconds"} for e in runs[0].history.epochs]
+    assert [{k: v for k, v in e.items() if k != "seconds"} for e in plain.history.epochs] == first  # the study's run
+
+
+def test_unfold_statistics_changes_only_the_batch_norms_a_cached_run_trains(tmp_path):
+    images = data.synthetic_images(24, 37, size=32, seed=0)
+    splits = {"train": images.subset(range(16)), "val": images.subset(range(16, 24))}
+    model = study.Backbone("tiny", tmp_path, seed=0)().configure(1, bn="train")
+    loaders = study.Loaders("cpu", 8, 8)
+    features = loaders.cache(model, splits, 3).at(model)["train"]
+    bns = [[m for m in block.modules() if isinstance(m, torch.nn.BatchNorm2d)] for block in model.blocks]
+    batch = next(iter(loaders.make(splits["train"])))[0]
+    before = model.eval()(batch)
+    study.unfold_statistics(loaders)(model, features)
+    assert all(transfer.is_folded(bn) for block in bns[:3] for bn in block)  # the frozen prefix: left alone
+    assert bns[3] and not any(transfer.is_folded(bn) for bn in bns[3])
+    torch.testing.assert_close(model.eval()(batch), before, rtol=1e-4, atol=1e-5)  # eval mode computes what it did
+
+
+def test_pseudo_label_per_class_keeps_the_most_confident_of_each_predicted_class():
+    head = torch.nn.Linear(2, 2, bias=False)
+    with torch.no_grad():
+        head.weight.copy_(torch.eye(2))
+    unlabelled = FeatureSet(torch.tensor([[0.2, 0.0], [0.1, 0.0], [0.0, 0.3], [0.0, 5.0]]), torch.tensor([0, 1, 1, 1]),
+                            start=0)
+    chosen = study.pseudo_label(head, unlabelled, 0.9, study.Loaders("cpu", 4, 4), per_class=1)
+    assert chosen == {"keep": [0, 3], "labels": [0, 1], "correct": 1.0}  # sample 3 by threshold and rank alike
+
+
+def test_study_rows_average_a_configurations_seeds_and_show_their_spread():
+    def outcome(val, test, seconds):
+        history = History()
+        history.best_value = val
+        return runner.Outcome("r", None, history, {"acc": test}, {"train_seconds": seconds})
+    rows = study.study_rows({"one": outcome(0.5, 0.6, 10), "three": [outcome(0.7, t, 20) for t in (0.80, 0.82, 0.84)]})
+    assert rows[0] == {"name": "one", "val": 0.5, "test": 0.6, "minutes": 10 / 60, "seconds": 10}
+    assert rows[1]["name"] == "three (3 seeds)" and rows[1]["test"] == pytest.approx(0.82)
+    assert rows[1]["test_sd"] == pytest.approx(0.02) and rows[1]["seconds"] == 20
+    assert study.SEEDS_COLUMNS["test_sd"][1](rows[0].get("test_sd", "")) == "--"
+    shown = study.histories({"one": outcome(0.5, 0.6, 10), "three": [outcome(0.7, 0.8, 20)] * 3})
+    assert [len(v) for v in shown.values()] == [1, 3] and isinstance(shown["one"][0], History)
+
+
+def test_pruning_curve_retrains_with_the_pruned_weights_held_at_zero():
+    model = study.Backbone("tiny", None, seed=0)(5).eval()
+    images = data.synthetic_images(32, 5, size=32, seed=0)
+    loaders = study.Loaders("cpu", 8, 8)
+    config = TrainConfig(epochs=1, optimizer="adamw", lr=1e-2, scheduler=None)
+    original = [p.detach().clone() for p in model.parameters()]
+    rows = study.pruning_curve(model, loaders.triple({"train": images})[0], loaders.make(images), (0.8, 0.5), config,
+                               "cpu")
+    assert [r["sparsity"] for r in rows] == [0.5, 0.8] and rows[1]["achieved"] == pytest.approx(0.8, abs=0.01)
+    assert rows[0]["size"] > rows[1]["size"] and all(0 <= r["retrained"] <= 1 for r in rows)
+    assert all(torch.equal(a, b) for a, b in zip(original, model.parameters()))  # a copy is pruned
+
+
+def test_accuracy_with_head_reads_changed_blocks_through_another_networks_head(tmp_path):
+    images = data.synthetic_images(24, 2, size=32, seed=0)
+    loaders = study.Loaders("cpu", 8, 8)
+    before, changed = (study.Backbone("tiny", tmp_path, seed=s)(2) for s in (0, 1))
+    pooled = loaders.cache(changed, {"test": images}, len(changed.blocks)).sets["test"]
+    own = changed.head[1].weight.detach().clone()
+    with torch.no_grad():  # the changed blocks read by the other head, on the first 8 images
+        changed.head.load_state_dict(before.head.state_dict())
+        logits = changed.eval()(next(iter(loaders.make(images)))[0])
+        changed.head[1].weight.copy_(own)
+    hits = (logits.argmax(1) == images.labels[:8]).float().mean().item()
+    wanted = study.accuracy_with_head(changed, before.head, pooled.subset(range(8)), loaders)
+    assert wanted == pytest.approx(hits) and torch.equal(changed.head[1].weight, own)
