@@ -15,6 +15,12 @@ def trials(config: str, n: int = 3) -> tuple:
     return tuple(f"{config}_trial{k}" for k in range(n))
 
 
+def seeds(config: str, n: int = 3) -> tuple:
+    """The result names of a configuration whose seed-2023 run keeps its plain name and whose further seeds are
+    `<config>_trial1`, ... (notebooks 01, 02 and 05; FineTuner.trials)."""
+    return (config, *(f"{config}_trial{k}" for k in range(1, n)))
+
+
 def _vs_baseline(notebook, config, label, metric, what, says, baseline="baseline", baseline_label="baseline",
                  **extra) -> Claim:
     return Claim(id=f"{notebook}-{config.replace('_', '-')}-{extra.pop('tag', 'test')}", notebook=notebook,
@@ -30,14 +36,14 @@ GTSRB_FACTORIAL = (("bn", "baseline"), ("adamw", "baseline"), ("bn_adamw", "adam
 GTSRB_SAYS = {(c, ref, tag): "no difference" for c, ref in GTSRB_FACTORIAL for tag in ("test", "epoch-one")} | {
     ("bn_adamw", "adamw", "test"): "higher"}  # the one difference the trials show
 # 01: the tutorial's rows are single runs (seed 2023) against the baseline's seeds: its mean and seed noise.
-TUTORIAL_REFERENCE = ("baseline", "baseline_trial1", "baseline_trial2")
+TUTORIAL_REFERENCE = seeds("baseline")
 TUTORIAL_LABELS = {"dropout": "dropout", "l2": "L2", "augmentation": "augmentation",
                    "combined": "the combined model (BN, dropout, augmentation)"}
 TUTORIAL_GAP = "history.epochs[-1].train_acc - history.epochs[-1].val_acc"
 TUTORIAL_SAYS = {"test": {"dropout": "higher", "l2": "higher", "augmentation": "higher", "combined": "higher"},
                  "gap": {"dropout": "lower", "l2": "no difference", "augmentation": "lower", "combined": "lower"}}
 # 01: each exploration and extension (one run, seed 2023) against the exploration reference's seeds.
-EXPLORE_REFERENCE = ("explore_reference", "explore_reference_trial1", "explore_reference_trial2")
+EXPLORE_REFERENCE = seeds("explore_reference")
 # The VGG-to-ResNet steps accumulate (each adds to the one before), and so do their labels.
 EXPLORE_LABELS = {"scaling_standardised": "standardised input", "optimiser_Adam": "Adam", "optimiser_AdamW": "AdamW",
                   "schedule_constant": "a constant learning rate", "schedule_stepdecay": "step decay",
@@ -94,8 +100,8 @@ CLAIMS = [
 # 05: single runs against the mean and seed noise of the 2-layer LSTM's three trials (seed SEED + k), at the
 # comparison budget and under the depth study's plateau rule; generated text paired by prompt (one trained model
 # per side, so those claims speak of that model's samples); the split control against the contiguous trials.
-LM_REFERENCE = ("lstm2", "lstm2_trial1", "lstm2_trial2")
-LM_DEPTH_REFERENCE = ("depth_lstm2", "depth_lstm2_trial1", "depth_lstm2_trial2")
+LM_REFERENCE = seeds("lstm2")
+LM_DEPTH_REFERENCE = seeds("depth_lstm2")
 LM_LABELS = {"rnn": "the vanilla RNN", "lstm1": "the 1-layer LSTM", "gru2": "the 2-layer GRU",
              "depth_lstm3": "the 3-layer LSTM", "depth_lstm3_dropout_ln": "the 3-layer LSTM with dropout + layer norm"}
 
@@ -159,9 +165,9 @@ CLAIMS += [
 # one learning rate, cosine; 3 seeds); the augmentation study's arms and the batch-norm modes over 3 seeds each,
 # paired by seed; the L2 strengths against the no-augmentation arm's seeds, and the augmentation variants against
 # the flip/affine arm's.
-TRANSFER_REFERENCE = ("last1", "last1_trial1", "last1_trial2")
-NO_AUG = ("aug_none", "aug_none_trial1", "aug_none_trial2")
-FLIP_AFFINE = ("aug_flip_affine", "aug_flip_affine_trial1", "aug_flip_affine_trial2")
+TRANSFER_REFERENCE = seeds("last1")
+NO_AUG = seeds("aug_none")
+FLIP_AFFINE = seeds("aug_flip_affine")
 TRANSFER_LABELS = {"last0": "the linear probe (l = 0)", "last2": "the last 2 blocks", "last3": "the last 3 blocks",
                    "gradual_stage3": "gradual unfreezing (4 stages)", "lr_constant": "a constant learning rate",
                    "lr_cosine_discriminative": "discriminative learning rates"}
@@ -194,8 +200,7 @@ CLAIMS += [
             reference_label="flip/affine alone (mean of 3 seeds)")
       for run, label in AUG_LABELS.items()],
     *[Claim(id=f"02-bn-{mode}-test", notebook="02", says=BN_SAYS[mode], metric="test.acc",
-            subject=tuple(f"bn_{mode}{s}" for s in ("", "_trial1", "_trial2")),
-            reference=("bn_affine", "bn_affine_trial1", "bn_affine_trial2"), what="test accuracy",
+            subject=seeds(f"bn_{mode}"), reference=seeds("bn_affine"), what="test accuracy",
             subject_label={"frozen": "frozen batch norms", "train": "batch norms that update their statistics"}[mode],
             reference_label="batch norms that learn their affine only")
       for mode in BN_SAYS],
@@ -203,7 +208,7 @@ CLAIMS += [
 
 # 02: what is left of cat vs dog after the whole network was fine-tuned on another task, against the two-way head on
 # the ImageNet backbone (3 seeds); pseudo-labels against the labelled images alone at each fraction (3 seeds each).
-FORGETTING_BEFORE = ("forgetting_binary_before", "forgetting_binary_before_trial1", "forgetting_binary_before_trial2")
+FORGETTING_BEFORE = seeds("forgetting_binary_before")
 FORGETTING_SAYS = {"old_head": "lower", "after": "lower"}
 SSL_SAYS = {0.5: "higher", 0.1: "higher", 0.01: "higher"}
 CLAIMS += [
@@ -218,9 +223,8 @@ CLAIMS += [
           subject_label="a cat/dog layer re-trained on the backbone fine-tuned on the other task",
           reference_label="the cat/dog head on the ImageNet backbone (mean of 3 seeds)"),
     *[Claim(id=f"02-ssl-{fraction:g}-pseudo-test".replace(".", "p"), notebook="02", says=says, metric="test.acc",
-            subject=(f"ssl_{fraction:g}_pseudo", f"ssl_{fraction:g}_pseudo_trial1", f"ssl_{fraction:g}_pseudo_trial2"),
-            reference=(f"ssl_{fraction:g}_labelled", f"ssl_{fraction:g}_labelled_trial1",
-                       f"ssl_{fraction:g}_labelled_trial2"), what="test accuracy",
+            subject=seeds(f"ssl_{fraction:g}_pseudo"), reference=seeds(f"ssl_{fraction:g}_labelled"),
+            what="test accuracy",
             subject_label=f"pseudo-labelling with {100 * fraction:g} % of the labels",
             reference_label="the labelled images alone")
       for fraction, says in SSL_SAYS.items()],

@@ -273,7 +273,7 @@ def unfold_batch_norm(model: nn.Module, loader, device="cpu") -> int:
         for hook in hooks:
             hook.remove()
         model.train(was_training)
-    seen = {bn: sums for bn, sums in sums.items() if sums[0]}
+    seen = {bn: totals for bn, totals in sums.items() if totals[0]}  # BNs the forward pass reached
     if folded and not seen:
         raise ValueError("unfold_batch_norm needs inputs: the loader gave none, or the model runs none of its "
                          "batch norms")

@@ -334,7 +334,7 @@ def seeds_row(label: str, outcomes: list) -> dict:
     accuracy's sample standard deviation (SEEDS_COLUMNS) and the mean training time."""
     def mean(values):
         return sum(values) / len(values)
-    tests = [o.test["acc"] for o in outcomes]
+    tests = test_accuracies(outcomes).tolist()
     return {"name": f"{label} ({len(outcomes)} seeds)", "val": mean([o.history.best_value for o in outcomes]),
             "test": mean(tests), "test_sd": sample_sd(tests),
             "seconds": mean([o.record["train_seconds"] for o in outcomes])}
