@@ -51,6 +51,7 @@ class Claim:
     reference_label: str = ""
     percent: bool = True       # show values as percentages
     reference_metric: str = ""  # the reference's metric, when it is stored under another name (default: metric)
+    noise_metric: str = ""     # the noise runs' metric, when they are another kind of record (default: the reference's)
     unit: str = "seeds"        # what the repeated values are: seeds, or prompts (generated text)
     paired: bool = True        # False: the two sides share nothing to pair (Welch's t-test)
 
@@ -176,7 +177,8 @@ def evaluate(claim: Claim, results_dir: Path | None = None) -> Evaluation:
                          f"runs; give both sides >= {MIN_SEEDS} seeds, or name >= {MIN_SEEDS} seeds of the "
                          f"reference configuration as `noise`")
     difference = sum(subject) / len(subject) - sum(reference) / len(reference)
-    band = NOISE_BAND * sample_sd(_values(claim.notebook, claim.noise, reference_metric, results_dir))
+    band = NOISE_BAND * sample_sd(_values(claim.notebook, claim.noise, claim.noise_metric or reference_metric,
+                                          results_dir))
     verdict = "no difference" if abs(difference) <= band else ("higher" if difference > 0 else "lower")
     return Evaluation(claim, verdict, "noise band", subject, reference, difference, band)
 

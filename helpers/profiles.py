@@ -53,7 +53,7 @@ _BUDGETS = {
                      depths=(0, 1, 2, 3, 4, 6, 8), depth_epochs=8, gradual=((0, 2), (2, 2), (4, 2), (8, 2)),
                      seeds=3, l2_strengths=(0.5, 2.0, 8.0), bn_blocks=4, aug_epochs=4, bn_only_epochs=3,
                      steps_per_epoch=None, ssl_fractions=(1.0, 0.5, 0.1, 0.01), lora_ranks=(1, 2, 4, 8),
-                     sparsities=(0.3, 0.5, 0.7, 0.9), prune_epochs=1, forget_images=10000, forget_epochs=3,
+                     sparsities=(0.3, 0.5, 0.7, 0.9), prune_epochs=1, forget_images=10000, forget_epochs=4,
                      latency_batch=64, target_views=6, target_epochs=4, target_whole_views=2, target_folds=5),
         "full": dict(recipe="handout", synthetic=False, train_limit=None, test_limit=None,
                      sizes=(160, 224, 288), study_size=224, eval_batch_size=256, probe_epochs=50,

@@ -289,6 +289,35 @@ def unfold_batch_norm(model: nn.Module, loader, device="cpu") -> int:
 
 
 @torch.no_grad()
+def recalibrate_batch_norm(model: nn.Module, loader, device="cpu") -> int:
+    """Re-estimate every batch norm's running statistics on `loader`'s images, weights unchanged: a cumulative
+    average over train-mode batches (AdaBN, Li et al., 2016). After pruning, the pruned layers' outputs have moved
+    and the stored statistics no longer normalise them. Returns how many layers it re-estimated."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    folded = sum(is_folded(bn) for bn in bns)
+    if not bns or folded:
+        raise ValueError(f"recalibrate_batch_norm: {folded} of {len(bns)} batch norms are folded into their "
+                         "convolutions (or there are none); unfold them first with unfold_batch_norm, or new "
+                         "statistics change what the network computes")
+    saved = [(bn.momentum, bn.training) for bn in bns]
+    was_training = model.training
+    model.eval()  # dropout off; only the batch norms see batch statistics
+    try:
+        for bn in bns:
+            bn.reset_running_stats()
+            bn.momentum = None
+            bn.train()
+        for images, _ in loader:
+            model(images.to(device))
+    finally:
+        for bn, (momentum, training) in zip(bns, saved):
+            bn.momentum = momentum
+            bn.train(training)
+        model.train(was_training)
+    return len(bns)
+
+
+@torch.no_grad()
 def cache_features(model: TransferNet, loader, blocks: int | None = None, device="cpu", start: int = 0,
                    amp: bool = False) -> FeatureSet:
     """The output of the first `blocks` blocks (default: the whole frozen prefix) for every batch of an

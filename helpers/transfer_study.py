@@ -229,10 +229,15 @@ class FineTuner:
 def measured_from(run: Run, name: str, outcomes: list, compute):
     """run.measured(name, compute) for a value computed from the models of `outcomes`, whose weights are not
     kept: a replayed outcome holds an untrained model, so computing needs them trained in this run (with
-    RETRAIN, runner.require_trained names what to add)."""
+    RETRAIN, runner.require_trained names what to add). A stored value whose models re-trained in this run no
+    longer describes them: that raises too, naming the record to add."""
     def checked():
         require_trained(run, outcomes, name)
         return compute()
+    retrained = [o.name for o in outcomes if run.trains(o.name)]
+    if retrained and not run.trains(name):
+        raise ValueError(f"{name} was computed from {', '.join(retrained)}, which re-trained in this run: name {name} "
+                         "in RETRAIN too, or its stored value describes the old weights")
     return run.measured(name, checked)
 
 
@@ -393,11 +398,19 @@ def per_class_test_accuracy(model, test: FeatureSet, loaders: Loaders, num_class
     return per_class_accuracy(predicted, targets, num_classes)
 
 
-def group_accuracy_row(name: str, outcome: Outcome, test: FeatureSet, loaders: Loaders, is_dog: torch.Tensor) -> dict:
-    """Mean per-class test accuracy of the cat and of the dog breeds, and the overall test accuracy."""
-    per_class = per_class_test_accuracy(outcome.model, test, loaders, len(is_dog))
-    return {"loss": name, "cats": per_class[~is_dog].nanmean().item(), "dogs": per_class[is_dog].nanmean().item(),
-            "test": outcome.test["acc"]}
+def group_accuracy_row(name: str, outcomes: list, test: FeatureSet, loaders: Loaders, is_dog: torch.Tensor) -> dict:
+    """Mean per-class test accuracy of the cat and of the dog breeds, and the overall test accuracy, averaged over
+    a configuration's seeds (FineTuner.trials); `<key>_seeds` keeps each seed's value, in order, for claims."""
+    per_seed = []
+    for outcome in outcomes:
+        per_class = per_class_test_accuracy(outcome.model, test, loaders, len(is_dog))
+        per_seed.append({"cats": per_class[~is_dog].nanmean().item(), "dogs": per_class[is_dog].nanmean().item(),
+                         "test": outcome.test["acc"]})
+    row = {"loss": name}
+    for key in ("cats", "dogs", "test"):
+        values = [s[key] for s in per_seed]
+        row |= {key: sum(values) / len(values), f"{key}_seeds": values}
+    return row
 
 
 def complement(index: torch.Tensor, n: int) -> torch.Tensor:
@@ -466,18 +479,41 @@ def compression_rows(model, test_loader, calibration, example: torch.Tensor, spa
     return rows + [compressed_row("int8 (static PTQ)", quantized, test_loader, example)]
 
 
-def pruning_curve(model: TransferNet, train_loader, test_loader, sparsities, config: TrainConfig, device) -> list:
+# Re-training recipes after each pruning step, chosen on validation: (learning rate as a fraction of the study's,
+# whether the batch norms are unfolded, re-estimated after every pruning step and trained, label).
+PRUNING_RECIPES = {"held": (0.1, False, "batch norms fixed, lr / 10"),
+                   "recalibrated": (0.1, True, "batch norms re-estimated, lr / 10"),
+                   "recalibrated_lr": (1.0, True, "batch norms re-estimated, lr")}
+
+
+def pruning_curve(model: TransferNet, train_loader, eval_loaders: dict, sparsities, config: TrainConfig, device,
+                  calibrate=None) -> list:
     """Gradual magnitude pruning with re-training (transfer.prune_gradually) of a copy of `model`: one row per
-    sparsity, in increasing order, with the test accuracy right after pruning, after `config` re-trained every
-    weight with the pruned ones held at zero (batch norms fixed), the re-training time and the sparse size."""
-    pruned = copy.deepcopy(model).configure(len(model.blocks), bn="frozen")
+    sparsity, in increasing order, with the accuracy on each of `eval_loaders` (name -> loader) right after
+    pruning (`pruned_<name>`) and after `config` re-trained every weight with the pruned ones held at zero
+    (`<name>`), the re-training time and the sparse size. `calibrate`: a loader of un-augmented training images;
+    given, the batch norms are unfolded with its statistics, re-estimated on it after every pruning step and
+    updated while re-training; without, they stay fixed."""
+    pruned = copy.deepcopy(model).to(device)
+    if calibrate is not None:
+        transfer.unfold_batch_norm(pruned, calibrate, device)
+    pruned.configure(len(pruned.blocks), bn="frozen" if calibrate is None else "train")
+
+    def evaluate(m, prefix=""):
+        return {f"{prefix}{name}": accuracy(m, loader, device)[0] for name, loader in eval_loaders.items()}
 
     def retrain(m, sparsity):
-        row = {"sparsity": sparsity, "pruned": accuracy(m, test_loader, device)[0]}
+        if calibrate is not None:
+            transfer.recalibrate_batch_norm(m, calibrate, device)
+        row = {"sparsity": sparsity} | evaluate(m, "pruned_")
         seconds = fit(m, train_loader, None, config, device=device).train_seconds
-        return row | {"retrained": accuracy(m, test_loader, device)[0], "seconds": seconds,
-                      "size": transfer.sparse_size_bytes(m)}
+        return row | evaluate(m) | {"seconds": seconds, "size": transfer.sparse_size_bytes(m)}
     return [row | {"achieved": achieved} for achieved, row in transfer.prune_gradually(pruned, sparsities, retrain)]
+
+
+def pruning_rows(curves: dict) -> list:
+    """One table row per re-training recipe (PRUNING_RECIPES) and sparsity, from {recipe: pruning_curve rows}."""
+    return [{"recipe": PRUNING_RECIPES[name][2]} | row for name, rows in curves.items() for row in rows]
 
 
 def compressed_row(label: str, model, test_loader, example: torch.Tensor, size: int | None = None) -> dict:

@@ -1,7 +1,7 @@
 """Claims: declared comparisons evaluated against stored results, with their uncertainty."""
 import pytest
 
-from helpers import claimlist, claims, report, results
+from helpers import claimlist, claims, report, results, transfer_study as study
 from helpers.claimlist import trials
 
 
@@ -82,6 +82,11 @@ def test_a_reference_stored_under_another_metric_is_read_there_with_its_noise(st
     paired = claims.evaluate(claim("higher", subject=("one",), reference=("one",), metric="a", reference_metric="b"),
                              _paired_lists(stored))
     assert paired.method == "seeds" and paired.subject == [2.0, 3.0, 4.5] and paired.holds
+    results.write_json({"results": [{"test": 0.50}, {"test": 0.93}]}, stored / "99_curve.json")  # rows of one record
+    row = claims.evaluate(claim("higher", subject=("curve",), reference=("curve",), noise=trials("base"),
+                                metric="[1].test", reference_metric="[0].test", noise_metric="test.acc"), stored)
+    assert (row.subject, row.reference, row.method) == ([0.93], [0.50], "noise band") and row.holds
+    assert row.uncertainty == pytest.approx(0.02)  # the band of the noise runs' own metric
 
 
 def test_undefined_values_drop_their_pair_and_prompts_are_named_as_such(stored):
@@ -160,6 +165,9 @@ def test_the_committed_claims_hold_and_the_known_wrong_statements_come_out_right
     assert {e.method for e in transfer.values()} == {"seeds", "noise band"} and len(transfer) >= 20
     assert transfer["02-augmentation-gap"].verdict == "lower"  # augmentation closes the reference's gap
     assert transfer["02-l2-wd0p5-test"].verdict == "no difference"  # L2 at a strength that shrinks weights
+    curves = {name: results.read_json(report.PROJECT_ROOT / "results" / f"02_pruning_{name}.json")["results"]
+              for name in study.PRUNING_RECIPES}  # the pruning claims name the recipe validation chose
+    assert max(curves, key=lambda k: sum(row["val"] for row in curves[k])) == claimlist.PRUNING_CHOICE
     assert report.claim_problems(report.PROJECT_ROOT / "results", report.REPORT_DIR / "generated") == []
 
 

@@ -398,3 +398,22 @@ def test_unfolding_a_folded_batch_norm_keeps_the_function_and_gives_it_the_data_
     assert model[4].running_var.eq(2.0).all() and not transfer.is_folded(model[1])
     model.train()
     assert not torch.allclose(model(images[:8]), before[:8], atol=1e-3)  # batch statistics act in train mode
+
+
+def test_recalibrating_batch_norm_re_estimates_its_statistics_and_leaves_weights_and_modes_alone():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4), nn.Dropout(0.5))
+    images = torch.randn(16, 3, 5, 5) * 3 + 1
+    with pytest.raises(ValueError, match="folded.*unfold them first with unfold_batch_norm"):
+        transfer.recalibrate_batch_norm(model, [(images, None)])  # identity statistics: still folded
+    bn = model[1]
+    bn.running_mean.fill_(5.0)
+    bn.running_var.fill_(9.0)
+    weights = [p.detach().clone() for p in model.parameters()]
+    model.train()
+    assert transfer.recalibrate_batch_norm(model, [(images, None)]) == 1
+    conv_out = model[0](images)
+    assert torch.allclose(bn.running_mean, conv_out.mean((0, 2, 3)), atol=1e-5)
+    assert torch.allclose(bn.running_var, conv_out.var((0, 2, 3)), rtol=1e-4)  # the batch's (unbiased) variance
+    assert all(torch.equal(a, b) for a, b in zip(weights, model.parameters()))
+    assert bn.momentum == 0.1 and model.training and bn.training and model[2].training

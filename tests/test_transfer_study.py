@@ -301,6 +301,9 @@ def test_measured_from_refuses_models_a_replay_did_not_train(tmp_path):
         study.measured_from(replay, "ssl_0.5_pseudo_labels", [outcome], lambda: {"n": 2})
     assert study.measured_from(start(tmp_path, TRAIN=False), "ssl_0.5_pseudo_labels", [outcome],
                                lambda: {"n": 3}) == {"n": 1}  # replayed
+    stale = start(tmp_path, TRAIN=False, RETRAIN=["ssl_0.5_labelled"])  # the model re-trains, its record would not
+    with pytest.raises(ValueError, match="ssl_0.5_pseudo_labels was computed from ssl_0.5_labelled.*RETRAIN too"):
+        study.measured_from(stale, "ssl_0.5_pseudo_labels", [outcome], lambda: {"n": 4})
 
 
 def test_compression_rows_cover_float_pruned_and_int8_models():
@@ -381,11 +384,42 @@ def test_pruning_curve_retrains_with_the_pruned_weights_held_at_zero():
     loaders = study.Loaders("cpu", 8, 8)
     config = TrainConfig(epochs=1, optimizer="adamw", lr=1e-2, scheduler=None)
     original = [p.detach().clone() for p in model.parameters()]
-    rows = study.pruning_curve(model, loaders.triple({"train": images})[0], loaders.make(images), (0.8, 0.5), config,
-                               "cpu")
+    rows = study.pruning_curve(model, loaders.triple({"train": images})[0], {"test": loaders.make(images)}, (0.8, 0.5),
+                               config, "cpu")
     assert [r["sparsity"] for r in rows] == [0.5, 0.8] and rows[1]["achieved"] == pytest.approx(0.8, abs=0.01)
-    assert rows[0]["size"] > rows[1]["size"] and all(0 <= r["retrained"] <= 1 for r in rows)
+    assert rows[0]["size"] > rows[1]["size"] and all(0 <= r[k] <= 1 for r in rows for k in ("pruned_test", "test"))
     assert all(torch.equal(a, b) for a, b in zip(original, model.parameters()))  # a copy is pruned
+
+
+def test_pruning_curve_with_calibration_unfolds_and_re_estimates_batch_norms_after_every_step(monkeypatch):
+    model = study.Backbone("tiny", None, seed=0)(5).eval()
+    images = data.synthetic_images(32, 5, size=32, seed=0)
+    loaders = study.Loaders("cpu", 8, 8)
+    config = TrainConfig(epochs=1, optimizer="adamw", lr=1e-2, scheduler=None)
+    folded = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert folded and all(transfer.is_folded(m) for m in folded)
+    calls = []
+    recalibrate = transfer.recalibrate_batch_norm
+    monkeypatch.setattr(transfer, "recalibrate_batch_norm", lambda m, *a: calls.append(m) or recalibrate(m, *a))
+    rows = study.pruning_curve(model, loaders.triple({"train": images})[0],
+                               {"val": loaders.make(images), "test": loaders.make(images)}, (0.5, 0.8), config, "cpu",
+                               calibrate=loaders.make(images))
+    assert len(calls) == 2 and calls[0] is calls[1] is not model  # after each step, on the pruned copy
+    assert not any(transfer.is_folded(m) for m in calls[0].modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert calls[0].bn_mode == "train" and all(transfer.is_folded(m) for m in folded)  # the original is untouched
+    assert {"pruned_val", "pruned_test", "val", "test", "seconds", "size", "achieved"} <= set(rows[0])
+    table = study.pruning_rows({"recalibrated": rows})
+    assert [r["recipe"] for r in table] == [study.PRUNING_RECIPES["recalibrated"][2]] * 2
+
+
+def test_group_accuracy_row_averages_each_group_over_seeds_and_keeps_every_seed(monkeypatch):
+    per_class = {"a": torch.tensor([1.0, 0.5, 0.0]), "b": torch.tensor([0.5, 0.5, 1.0])}
+    monkeypatch.setattr(study, "per_class_test_accuracy", lambda model, *_: per_class[model])
+    outcomes = [runner.Outcome("r", key, History(), {"acc": acc}, {}) for key, acc in (("a", 0.6), ("b", 0.8))]
+    row = study.group_accuracy_row("plain", outcomes, None, None, torch.tensor([False, True, True]))
+    assert row["cats_seeds"] == [1.0, 0.5] and row["cats"] == pytest.approx(0.75)
+    assert row["dogs_seeds"] == [0.25, 0.75] and row["dogs"] == pytest.approx(0.5)
+    assert row["test_seeds"] == [0.6, 0.8] and row["loss"] == "plain"
 
 
 def test_accuracy_with_head_reads_changed_blocks_through_another_networks_head(tmp_path):
