@@ -511,6 +511,12 @@ def pruning_curve(model: TransferNet, train_loader, eval_loaders: dict, sparsiti
     return [row | {"achieved": achieved} for achieved, row in transfer.prune_gradually(pruned, sparsities, retrain)]
 
 
+def chosen_on_validation(curves: dict) -> str:
+    """The re-training recipe whose pruning_curve rows have the highest mean validation accuracy over the
+    sparsities (the first on a tie)."""
+    return max(curves, key=lambda name: sum(row["val"] for row in curves[name]) / len(curves[name]))
+
+
 def pruning_rows(curves: dict) -> list:
     """One table row per re-training recipe (PRUNING_RECIPES) and sparsity, from {recipe: pruning_curve rows}."""
     return [{"recipe": PRUNING_RECIPES[name][2]} | row for name, rows in curves.items() for row in rows]

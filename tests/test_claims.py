@@ -167,7 +167,7 @@ def test_the_committed_claims_hold_and_the_known_wrong_statements_come_out_right
     assert transfer["02-l2-wd0p5-test"].verdict == "no difference"  # L2 at a strength that shrinks weights
     curves = {name: results.read_json(report.PROJECT_ROOT / "results" / f"02_pruning_{name}.json")["results"]
               for name in study.PRUNING_RECIPES}  # the pruning claims name the recipe validation chose
-    assert max(curves, key=lambda k: sum(row["val"] for row in curves[k])) == claimlist.PRUNING_CHOICE
+    assert study.chosen_on_validation(curves) == claimlist.PRUNING_CHOICE
     assert report.claim_problems(report.PROJECT_ROOT / "results", report.REPORT_DIR / "generated") == []
 
 

@@ -409,6 +409,9 @@ def test_pruning_curve_with_calibration_unfolds_and_re_estimates_batch_norms_aft
     assert calls[0].bn_mode == "train" and all(transfer.is_folded(m) for m in folded)  # the original is untouched
     assert {"pruned_val", "pruned_test", "val", "test", "seconds", "size", "achieved"} <= set(rows[0])
     table = study.pruning_rows({"recalibrated": rows})
+    curves = {name: [{"val": v} for v in values] for name, values in (("a", (0.7, 0.0)), ("b", (0.2, 0.6)),
+                                                                      ("c", (0.4, 0.4)))}
+    assert study.chosen_on_validation(curves) == "b"  # the best mean over sparsities, the first of a tie
     assert [r["recipe"] for r in table] == [study.PRUNING_RECIPES["recalibrated"][2]] * 2
 
 
