@@ -13,6 +13,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from .data import resolve_data_root
 from .profiles import DRY_RUN_ENV, PROFILES
 from .repro import PROJECT_ROOT
 from .results import read_json, sample_sd, write_json
@@ -187,6 +188,9 @@ def parse_args(argv=None):
                         "time and peak memory as results/replays/NN.json (the README's cost table reads them)")
     parser.add_argument("--check", action="store_true", help="run into a scratch copy (default runs/check/) and "
                         "compare every stored metric with the committed one; exit 1 on drift")
+    parser.add_argument("--record-scratch", action="store_true", help="with --check alone: keep each notebook's "
+                        "from-scratch wall time and peak memory (and how many decode caches existed) as "
+                        "results/scratch/NN.json (the README's cost table reads them)")
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error("--jobs must be at least 1")
@@ -194,6 +198,10 @@ def parse_args(argv=None):
                                    and args.profile == "fast"):
         parser.error("--record-replay measures a pure replay of the fast profile (the README's cost table): use it "
                      "with --no-train alone (one job, no --retrain or --check, --profile fast)")
+    if args.record_scratch and not (args.check and not args.no_train and not args.retrain and args.jobs == 1
+                                    and args.profile == "fast"):
+        parser.error("--record-scratch measures a from-scratch run of the fast profile: use it with --check alone "
+                     "(it trains everything; one job, no --no-train or --retrain, --profile fast)")
     if args.dry_run and (args.check or args.record_replay or args.no_train or args.retrain):
         parser.error("--dry-run trains every loop for a step and compares or replays nothing: drop --check, "
                      "--record-replay, --no-train and --retrain")
@@ -216,6 +224,7 @@ def main(argv=None) -> int:
         os.environ[DRY_RUN_ENV] = "1"  # the kernels inherit it: helpers.runner cuts the budget, outputs in runs/dry-run
     if args.check:
         started = time.time()
+        caches = len(list((resolve_data_root(args.data_root) / ".cache").glob("*.pt")))  # empty: as on a fresh Colab
         args.output_dir = str(prepare_check(Path(args.output_dir or PROJECT_ROOT / "runs" / "check")))
     if args.output_dir:
         parameters["OUTPUT_DIR"] = str(Path(args.output_dir).resolve())
@@ -237,24 +246,25 @@ def main(argv=None) -> int:
     if failed:
         print(f"{len(failed)} notebook(s) failed: {', '.join(failed)}", file=sys.stderr)
     if args.check and not failed:
-        return report_drift(Path(args.output_dir) / "results", started)
+        drifted = report_drift(Path(args.output_dir) / "results", started)
+        if args.record_scratch:
+            record_costs(outcomes, Path(args.output_dir), PROJECT_ROOT / "results" / "scratch", replay=False,
+                         decode_caches_at_start=caches, drift_free=not drifted)
+        return drifted
     if args.record_replay:
-        record_replays(outcomes, Path(parameters.get("OUTPUT_DIR") or default_output_dir(args.profile)))
+        output_dir = Path(parameters.get("OUTPUT_DIR") or default_output_dir(args.profile))
+        record_costs(outcomes, output_dir, output_dir / "results" / "replays", replay=True)
     return 1 if failed else 0
 
 
-def record_replays(outcomes: list, output_dir: Path) -> None:
-    """results/replays/NN.json: the replay summary (wall time, peak memory, CPU) of each notebook that replayed."""
+def record_costs(outcomes: list, output_dir: Path, records: Path, replay: bool, **extra) -> None:
+    """records/NN.json: the run summary (wall time, peak memory, CPU) of each notebook that ran, dated, with
+    `extra`. Kept in a subfolder of results/, so no scan of results/NN_*.json meets them."""
     for outcome in outcomes:
-        summary = summary_path(output_dir, outcome["notebook"][:2], replay=True)
+        summary = summary_path(output_dir, outcome["notebook"][:2], replay=replay)
         if outcome["status"] == "ok" and outcome["metrics"]:  # metrics: its summary was written by this run
-            write_json(read_json(summary) | {"measured": time.strftime("%Y-%m-%d")},
-                       replay_record(output_dir, outcome["notebook"][:2]))
-
-
-def replay_record(output_dir: Path, notebook: str) -> Path:
-    """Kept apart from the run records in results/ (a subfolder), so no scan of results/NN_*.json meets it."""
-    return Path(output_dir) / "results" / "replays" / f"{notebook}.json"
+            write_json(read_json(summary) | {"measured": time.strftime("%Y-%m-%d")} | extra,
+                       Path(records) / f"{outcome['notebook'][:2]}.json")
 
 
 def report_drift(rerun_results: Path, started: float) -> int:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import copy
 import itertools
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -18,6 +18,7 @@ from .data import ImageSet, TensorLoader, loader_triple
 from .runner import RESULT_COLUMNS, Outcome, Run, require_trained, result_row, run_experiment
 from .training import Classification, TrainConfig, accuracy, fit, per_class_accuracy, predict
 from .transfer import FeatureSet, TransferNet
+from .weights import preprocessing_of
 
 BREEDS = 37
 CAT_BREEDS = 12  # the synthetic stand-in calls its first 12 classes cats, as the Pet data has 12 cat breeds
@@ -556,14 +557,17 @@ class TargetPlan:
 class TargetSets:
     """Each kind's activations at its own frozen boundary: "trainval" holds the views (view v of image i at
     position v * trainval_images + i), "trainval_flipped", "test" and "test_flipped" the plain and mirrored images.
-    view_seconds: the augmented feature passes (and what the models train on), counted as training time."""
+    view_seconds: the augmented feature passes (and what the models train on), counted as training time.
+    preprocessing: framing -> what a model of that framing needs from an image (helpers.weights.Preprocess)."""
 
     sets: dict
     trainval_images: int
     view_seconds: float
+    preprocessing: dict = field(default_factory=dict)
 
     def relabelled(self, mapping: torch.Tensor) -> TargetSets:
-        """The same activations with label c replaced by mapping[c] (e.g. breed -> is a dog)."""
+        """The same activations with label c replaced by mapping[c] (e.g. breed -> is a dog); the preprocessing
+        is dropped, as its class names no longer apply."""
         return TargetSets({kind: relabel(sets, mapping) for kind, sets in self.sets.items()}, self.trainval_images,
                           self.view_seconds)
 
@@ -575,18 +579,20 @@ class TargetSets:
 def cache_target_sets(plan: TargetPlan, pets: PetImages, new_model, loaders: Loaders, augment, size: int) -> TargetSets:
     """Cache every framing's views and plain/mirrored images at `size` px (loaded and freed one framing at a
     time: at 288 px the images and activations take GBs)."""
-    sets, seconds, seed = {}, 0.0, loaders.seed
+    sets, seconds, seed, preprocessing = {}, 0.0, loaders.seed, {}
     for framing, count in plan.views.items():
         model = new_model().configure(plan.blocks - plan.cached_at(framing), bn="affine")
-        framed, spent, images = cache_framing(plan, framing, model, pets, loaders, augment, size, seed)
+        framed, spent, images, preprocessing[framing] = cache_framing(plan, framing, model, pets, loaders, augment,
+                                                                      size, seed)
         sets, seconds, seed = sets | framed, seconds + spent, seed + count  # no two views share an augmentation
     print(f"augmented feature passes: {seconds / 60:.1f} min")
-    return TargetSets(sets, images, seconds)
+    return TargetSets(sets, images, seconds, preprocessing)
 
 
 def cache_framing(plan: TargetPlan, framing: str, model: TransferNet, pets: PetImages, loaders: Loaders, augment,
                   size: int, seed: int) -> tuple:
-    """({kind: its activations}, seconds of the timed part, trainval images) for one framing's kinds."""
+    """({kind: its activations}, seconds of the timed part, trainval images, the images' preprocessing) for one
+    framing's kinds."""
     trainval, test = pets.load(size, resize=FRAMING_RESIZE[framing])
     started = time.perf_counter()
     views = transfer.cache_views(model, lambda view: loaders.make(trainval, augment=augment if view else None,
@@ -600,7 +606,7 @@ def cache_framing(plan: TargetPlan, framing: str, model: TransferNet, pets: PetI
     print(f"{framing}: {plan.views[framing]} views of {len(trainval)} trainval images at {size} px through blocks "
           f"0-{plan.cached_at(framing) - 1}; activations {tuple(views.images.shape[1:])} per image")
     sets = {kind: train[kind] | at_block(model, rest, plan.blocks - b, loaders.device) for kind, b in kinds.items()}
-    return sets, seconds, len(trainval)
+    return sets, seconds, len(trainval), preprocessing_of(loaders.make(test), resize=FRAMING_RESIZE[framing])
 
 
 def at_block(model: TransferNet, sets: dict, block: int, device) -> dict:
@@ -635,7 +641,8 @@ class TargetSearch:
     def __init__(self, run: Run, plan: TargetPlan, features: TargetSets, loaders: Loaders, new_model, folds: list,
                  lr: float, prefix: str = "target", keep_weights: bool = True):
         """`prefix` names the runs (<prefix>_fold<k>_<kind>, <prefix>_final_<kind>), so two searches can coexist;
-        `keep_weights`: whether the final models' weights are saved (a replay then loads them)."""
+        `keep_weights`: whether the final models' weights are saved, whole networks with their preprocessing and
+        test accuracy (`helpers.load_model` then runs them from the image)."""
         self.run, self.plan, self.features, self.loaders = run, plan, features, loaders
         self.new_model, self.folds, self.lr, self.prefix = new_model, folds, lr, prefix
         self.keep_weights = keep_weights
@@ -643,7 +650,7 @@ class TargetSearch:
 
     def fit(self, name: str, kind: str, fold: int | None = None) -> Outcome:
         """`<name>_<kind>`: trained on all trainval views, or without the images of cross-validation `fold`
-        (validated on their plain view); only the final models' weights are kept."""
+        (validated on their plain view); `keep_final` saves the final models' weights once they are tested."""
         framing, blocks = self.plan.kinds[kind]
         model = self.new_model().configure(blocks, bn="affine")
         views = self.features.sets[kind]["trainval"]
@@ -653,9 +660,8 @@ class TargetSearch:
             splits = {"train": views.subset(self.features.in_views(kept, self.plan.views[framing])),
                       "val": views.subset(held)}
         train, val, _ = self.loaders.triple(splits)
-        keep = fold is None and self.keep_weights
         return run_experiment(self.run, f"{name}_{kind}", lambda: transfer.FromBlock(model, self.plan.blocks - blocks),
-                              self.plan.configs[framing], train, val, None, keep_weights=keep,
+                              self.plan.configs[framing], train, val, None,
                               param_groups=lambda _: model.block_groups(self.lr))
 
     def probabilities(self, outcomes: dict, split: str, flip: bool, index=None) -> torch.Tensor:
@@ -698,6 +704,8 @@ class TargetSearch:
         cv_acc = {key: c.mean().item() for key, c in correct.items()}
         choice, flip = choose(cv_acc)
         final = {kind: self.fit(f"{self.prefix}_final", kind) for kind in self.candidates[choice]}
+        if self.keep_weights:
+            self.keep_final(final)
         return {"candidates": {name: {"plain": cv_acc[name, False], "flip": cv_acc[name, True]}
                                for name in self.candidates},
                 "choice": choice, "flip_tta": flip, "cv_acc": cv_acc[choice, flip], "cv_seconds": cv_seconds,
@@ -705,6 +713,14 @@ class TargetSearch:
                 "train_seconds": sum(o.record["train_seconds"] for o in final.values()),
                 "train_images": self.features.trainval_images, "view_seconds": self.features.view_seconds,
                 **self.tested(final, flip, is_dog)}
+
+    def keep_final(self, final: dict) -> None:
+        """Each final model's weights (a FromBlock holds its whole TransferNet) with its own test accuracy (plain
+        view) and how its images were framed, so `helpers.load_model` runs it from the image, alone."""
+        for kind, outcome in final.items():
+            acc = self.correct(self.probabilities({kind: outcome}, "test", False), "test").mean().item()
+            self.run.save_weights(outcome.model, f"{self.prefix}_final_{kind}", metric={"test_acc": acc},
+                                  preprocessing=self.features.preprocessing[self.plan.kinds[kind][0]])
 
     def tested(self, final: dict, flip: bool, is_dog: torch.Tensor) -> dict:
         probabilities = self.probabilities(final, "test", flip)

@@ -17,7 +17,7 @@ from torch import nn
 
 from . import augment as A
 from .repro import PROJECT_ROOT
-from .data import area_resize
+from .data import area_resize, decode_images
 from .results import load_weights, read_manifest
 
 # Transforms a stored evaluation step may name: deterministic ones only (augmentations never run at evaluation).
@@ -33,7 +33,9 @@ class ManifestError(ValueError):
 class Preprocess:
     """What a model's inputs go through at evaluation, as the training notebook's loaders did it: uint8 images
     (N, C, H, W), area-resized to `input_size` if they are not already that size, scaled to [0, 1], the
-    evaluation transform, then (x - mean) / std. Text models carry their `vocabulary` instead."""
+    evaluation transform, then (x - mean) / std. Text models carry their `vocabulary` instead. `resize`: how
+    image files were framed when decoded to `input_size` (helpers.data's "short_side" centre crop or "square");
+    `decode(paths)` does it."""
 
     mean: list | None = None
     std: list | None = None
@@ -41,6 +43,7 @@ class Preprocess:
     input_size: int | None = None
     classes: list | None = None
     vocabulary: str | None = None
+    resize: str | None = None
 
     def __post_init__(self):
         self._transform = transform_from_repr(self.evaluate)
@@ -58,6 +61,13 @@ class Preprocess:
                          for v in (self.mean, self.std))
             x = (x - mean) / std
         return x
+
+    def decode(self, paths: list) -> torch.Tensor:
+        """Image files as the uint8 (N, 3, input_size, input_size) batch this model's images were: framed by
+        `resize` (a model that records none saw the whole image squashed)."""
+        if not self.input_size:
+            raise ValueError("this preprocessing records no input_size: decode the images at the model's own size")
+        return decode_images(paths, self.input_size, self.resize or "square")
 
     def encode(self, text: str) -> torch.Tensor:
         """Symbol ids of a text for a character model (unknown symbols -> 0, as in training)."""

@@ -154,10 +154,15 @@ def test_cost_table_sums_runs_and_says_what_was_not_measured(tmp_path):
     (tmp_path / "replays").mkdir()
     (tmp_path / "replays" / "01.json").write_text(json.dumps(
         {"seconds": 42.0, "peak_memory_gb": 2.7, "train": False, "cpu_model": "Intel Xeon", "measured": "2026-12-02"}))
+    (tmp_path / "scratch").mkdir()
+    (tmp_path / "scratch" / "01.json").write_text(json.dumps(
+        {"seconds": 7200.0, "peak_memory_gb": 9.6, "train": True, "measured": "2026-12-04",
+         "decode_caches_at_start": 2, "drift_free": False}))
     lines = report.cost_table(tmp_path).splitlines()
-    assert lines[3] == ("| 01 | 3 min over 2 runs | 66.7 min, 3.1 GB | 42 s, 2.7 GB, 2026-12-02 | "
+    assert lines[3] == ("| 01 | 3 min over 2 runs | 66.7 min, 3.1 GB | 120.0 min, 9.6 GB (2 decode caches present) "
+                        "(drifted from the committed results), 2026-12-04 | 42 s, 2.7 GB, 2026-12-02 | "
                         "AMD EPYC; Intel Xeon |")
-    assert lines[4] == "| 02 | 2 min over 1 run | not recorded | not recorded | AMD EPYC |"
+    assert lines[4] == "| 02 | 2 min over 1 run | not recorded | not recorded | not recorded | AMD EPYC |"
     with pytest.raises(report.ReportError, match="cost-table"):
         report.readme_with_block("# no markers", "\n".join(lines), report.COST_MARKERS)
 

@@ -1,3 +1,4 @@
+import json
 import sys
 
 import pytest
@@ -126,7 +127,9 @@ def test_drift_check_never_writes_to_the_project_root():
 
 @pytest.mark.parametrize("argv", [["--record-replay"], ["--no-train", "--record-replay", "--retrain", "x"],
                                   ["--no-train", "--record-replay", "--profile", "smoke"],
-                                  ["--dry-run", "--no-train"], ["--dry-run", "--check"]])
+                                  ["--dry-run", "--no-train"], ["--dry-run", "--check"], ["--record-scratch"],
+                                  ["--record-scratch", "--check", "--retrain", "x"],
+                                  ["--record-scratch", "--check", "--jobs", "2"]])
 def test_reproduce_refuses_measurements_that_would_mislead(argv, capsys):
     from helpers import reproduce
 
@@ -143,6 +146,21 @@ def test_a_replay_record_is_kept_apart_from_the_run_records(tmp_path):
     summary.write_text('{"seconds": 17.0, "peak_memory_gb": 1.9, "train": false}')
     outcomes = [{"notebook": "04_unet.ipynb", "status": "ok", "metrics": {"dice": 0.97}},
                 {"notebook": "05_lm.ipynb", "status": "ok", "metrics": {}}]  # no fresh summary: not recorded
-    reproduce.record_replays(outcomes, tmp_path)
+    reproduce.record_costs(outcomes, tmp_path, tmp_path / "results" / "replays", replay=True)
     assert [p.name for p in (tmp_path / "results" / "replays").iterdir()] == ["04.json"]
     assert not list((tmp_path / "results").glob("*.json"))
+
+
+def test_a_from_scratch_record_keeps_the_run_summary_and_what_it_started_from(tmp_path):
+    from helpers import reproduce
+
+    summary = tmp_path / "results" / "02_summary.json"  # a run that trained writes its summary to results/
+    summary.parent.mkdir(parents=True)
+    summary.write_text('{"seconds": 7000.0, "peak_memory_gb": 8.8, "train": true}')
+    outcomes = [{"notebook": "02_transfer.ipynb", "status": "ok", "metrics": {"acc": 0.9}},
+                {"notebook": "03_signs.ipynb", "status": "failed", "metrics": {}}]
+    reproduce.record_costs(outcomes, tmp_path, tmp_path / "scratch", replay=False, decode_caches_at_start=0,
+                           drift_free=True)
+    record = json.loads((tmp_path / "scratch" / "02.json").read_text())
+    assert record["peak_memory_gb"] == 8.8 and record["decode_caches_at_start"] == 0 and record["drift_free"]
+    assert [p.name for p in (tmp_path / "scratch").iterdir()] == ["02.json"]

@@ -240,6 +240,25 @@ def test_the_chosen_candidate_is_retrained_on_all_images_and_tested(target_searc
     assert 0 <= result["test_acc"] <= 1 and 0 <= result["cat_dog_test_acc"] <= 1
 
 
+def test_the_final_models_stand_alone_with_their_own_test_accuracy(target_search):
+    from helpers import load_model, results
+
+    search, pets = target_search
+    result = search.results(pets.is_dog())
+    weights = search.run.path("weights")
+    manifest = results.read_manifest(weights)
+    chosen = search.candidates[result["choice"]]
+    assert sorted(manifest) == sorted(f"02_target_final_{kind}" for kind in chosen)
+    for kind in chosen:
+        model, preprocess = load_model(f"02_target_final_{kind}", weights)  # the whole network, from the image
+        assert preprocess.resize == study.FRAMING_RESIZE[search.plan.kinds[kind][0]] and preprocess.input_size == 32
+        assert len(preprocess.classes) == study.BREEDS
+        test = pets.load(32, resize=preprocess.resize)[1]
+        with torch.no_grad():
+            acc = (model(preprocess(test.images)).argmax(1) == test.labels).float().mean().item()
+        assert acc == pytest.approx(manifest[f"02_target_final_{kind}"]["metric"]["test_acc"])
+
+
 def test_a_cat_vs_dog_search_trains_two_way_heads_under_its_own_prefix(target_search, monkeypatch):
     search, pets = target_search
     seen = spy_on_training(monkeypatch)

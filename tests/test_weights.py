@@ -12,8 +12,9 @@ from helpers.weights import ManifestError, Preprocess, transform_from_repr
 from tests.conftest import require
 
 MANIFEST = results.read_manifest(PROJECT_ROOT / "weights")
-# Saved before weights described themselves (no constructor config); notebooks 01 and 02 re-create them when they
-# are re-run. load_model must refuse them with the fix; once re-created, this set must shrink.
+# Saved before weights described themselves (no constructor config); notebook 02's target section re-creates them
+# whole, described (`python -m helpers.reproduce --only 02 --retrain target`). load_model must refuse them with the
+# fix; once re-created, this set must be emptied.
 LEGACY = {"02_target_final_head", "02_target_final_whole"}
 SLICE = 2000  # test images per classifier: enough for a binomial standard error of about 0.5 points
 
@@ -37,6 +38,20 @@ def test_preprocess_matches_what_the_loaders_do():
     assert stored == {"mean": [0.5] * 3, "std": [0.25] * 3, "evaluate": "CenterCrop(size=28)", "input_size": 32,
                       "classes": ["a"]}
     assert torch.equal(Preprocess(**stored)(images), next(iter(loader))[0])
+
+
+def test_preprocess_decodes_files_framed_as_the_model_saw_them(tmp_path):
+    from PIL import Image
+
+    wide = torch.zeros(3, 8, 16, dtype=torch.uint8)
+    wide[:, :, 4:12] = 255  # a white centre square on a wide black image
+    Image.fromarray(wide.permute(1, 2, 0).numpy()).save(tmp_path / "wide.png")
+    cropped = Preprocess(input_size=8, resize="short_side").decode([tmp_path / "wide.png"])
+    squashed = Preprocess(input_size=8).decode([tmp_path / "wide.png"])  # no resize recorded: whole image
+    assert cropped.shape == squashed.shape == (1, 3, 8, 8)
+    assert cropped.min() > 200 and squashed[..., 0].max() < 50  # the crop keeps the centre; squashing keeps the sides
+    with pytest.raises(ValueError, match="no input_size"):
+        Preprocess().decode([tmp_path / "wide.png"])
 
 
 def test_preprocess_refuses_what_it_cannot_rebuild():
@@ -86,6 +101,12 @@ def test_weights_load_alone_and_reproduce_their_metric(name, data_root):
             assert preprocess.classes == list(test.classes)
             acc = evaluate(model, batches(test.images, test.labels, preprocess), Classification())["acc"]
             assert abs(acc - metric[f"{split}_acc"]) <= binomial_tolerance(metric[f"{split}_acc"], len(test))
+        elif name.startswith("02"):  # the 37 breeds, framed as the model's images were
+            require(data_root / "oxford-iiit-pet", "Oxford-IIIT Pet")
+            test = data.load_pets(data_root, "test", size=preprocess.input_size, resize=preprocess.resize)
+            test = test.subset(torch.randperm(len(test), generator=torch.Generator().manual_seed(0))[:SLICE])
+            acc = evaluate(model, batches(test.images, test.labels, preprocess, 64), Classification())["acc"]
+            assert abs(acc - metric["test_acc"]) <= binomial_tolerance(metric["test_acc"], len(test))
         elif name.startswith("04"):
             require(data_root / "lungs", "JSRT lungs")
             test = data.load_lungs(data_root)["test"]  # all 123 images: masks at full resolution
