@@ -131,6 +131,24 @@ def layout_problems(log: str, tolerance_pt: float = 1.0) -> list:
             for points, where in OVERFULL.findall(log) if float(points) > tolerance_pt]
 
 
+# The course: at most 6 pages of main text before the references, so their heading may start page 7 at the latest.
+MAX_REFERENCES_PAGE = 7
+REFERENCES_LABEL = re.compile(r"\\newlabel\{references\}\{\{[^{}]*\}\{(\d+)\}")
+
+
+def length_problems(aux: str, max_page: int = MAX_REFERENCES_PAGE) -> list:
+    """The main text's length, from the page of the `references` label main.tex puts before its bibliography
+    (read from main.aux after the build)."""
+    found = REFERENCES_LABEL.search(aux)
+    if not found:
+        return ["main.aux has no page for \\label{references}: put \\phantomsection\\label{references} right "
+                "before \\bibliography in main.tex"]
+    page = int(found.group(1))
+    return [] if page <= max_page else [
+        f"the references start on page {page}: the main text runs to {page - 1} pages, more than the course's "
+        f"{max_page - 1}; move a study's detail, a table or a figure to the appendix"]
+
+
 def embedded_files(report_dir: Path = REPORT_DIR) -> list:
     """Every file the PDF is made from: sources, style, bibliography, tables, macros, figures."""
     files = inputs_of((report_dir / "main.tex").read_text(), report_dir)
@@ -308,8 +326,9 @@ def main(argv=None) -> int:
     try:
         if args.command == "check":
             return _reported(check())
-        if args.command == "layout":  # after the build: main.log holds what LaTeX could not fit
-            return _reported(layout_problems((REPORT_DIR / "main.log").read_text(encoding="latin-1")))
+        if args.command == "layout":  # after the build: main.log holds what LaTeX could not fit, main.aux the pages
+            return _reported(layout_problems((REPORT_DIR / "main.log").read_text(encoding="latin-1")) +
+                             length_problems((REPORT_DIR / "main.aux").read_text(encoding="latin-1")))
         if args.command == "claims":
             return list_claims(write=args.write)
         if args.command == "costs":

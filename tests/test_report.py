@@ -63,6 +63,13 @@ def test_layout_problems_name_boxes_over_a_point_only():
     assert len(problems) == 1 and "51.2pt" in problems[0] and "lines 12--14" in problems[0]
 
 
+def test_length_rule_reads_the_references_page_from_the_aux_file():
+    aux = "\\newlabel{references}{{5}{%d}{Conclusion}{section*.9}{}}\n"
+    assert report.length_problems(aux % 7) == []
+    assert "page 8" in report.length_problems(aux % 8)[0] and "7 pages" in report.length_problems(aux % 8)[0]
+    assert "\\label{references}" in report.length_problems("\\relax\n")[0]
+
+
 def test_submission_bundles_the_course_shape_and_refuses_a_stale_report(tmp_path, monkeypatch):
     root = write_report(tmp_path / "report", "Accuracy \\RNbZeroOneAcc.")
     executed = tmp_path / "executed"
