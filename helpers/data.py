@@ -148,6 +148,16 @@ def _load_image(path: str, size: int | None, resize: str) -> np.ndarray:
 
 
 RESIZE_MODES = ("short_side", "square")
+# The 43 GTSRB classes by number (the benchmark's sign names, shortened): the data files only number them.
+GTSRB_SIGN_NAMES = (
+    "speed limit 20", "speed limit 30", "speed limit 50", "speed limit 60", "speed limit 70", "speed limit 80",
+    "end of speed limit 80", "speed limit 100", "speed limit 120", "no passing", "no passing over 3.5 t",
+    "right of way at next crossing", "priority road", "yield", "stop", "no vehicles", "over 3.5 t prohibited",
+    "no entry", "general caution", "curve left", "curve right", "double curve", "bumpy road", "slippery road",
+    "road narrows on the right", "road work", "traffic signals", "pedestrians", "children crossing",
+    "bicycles crossing", "beware of ice/snow", "wild animals crossing", "end of all limits", "turn right ahead",
+    "turn left ahead", "ahead only", "straight or right", "straight or left", "keep right", "keep left",
+    "roundabout", "end of no passing", "end of no passing over 3.5 t")
 
 
 def check_resize(resize: str) -> None:

@@ -68,6 +68,24 @@ def inputs_of(tex: str, report_dir: Path) -> dict:
             "macros": [p for p in inputs if p.stem.endswith("_macros")], "figures": figures}
 
 
+TEXT_WIDTH_IN = 5.5  # the NeurIPS text width, as helpers.plots draws for it
+MEDIA_BOX = re.compile(rb"/MediaBox\s*\[\s*[\d.]+\s+[\d.]+\s+([\d.]+)\s+[\d.]+\s*\]")
+
+
+def shrunk_figures(tex: str, figure_dir: Path) -> list:
+    """Figures printed narrower than they were drawn (their text then falls below the 7 pt they were drawn at):
+    [(file, drawn inches, printed inches)] for every \\includegraphics[width=f\\linewidth]{file} in `tex`."""
+    shrunk = []
+    for options, name in re.findall(r"\\includegraphics(?:\[([^\]]*)\])?\{([^}]*)\}", strip_comments(tex)):
+        width = re.search(r"width=([\d.]*)\\(?:line|text)width", options or "")
+        printed = TEXT_WIDTH_IN * float(width.group(1) or 1) if width else None
+        path = figure_dir / name
+        box = MEDIA_BOX.search(path.read_bytes()) if path.exists() and path.suffix == ".pdf" else None
+        if printed and box and float(box.group(1)) / 72 > printed + 0.05:
+            shrunk.append((name, float(box.group(1)) / 72, printed))
+    return shrunk
+
+
 def defined_macros(paths) -> set:
     names = set()
     for path in paths:
@@ -93,6 +111,15 @@ def check(report_dir: Path = REPORT_DIR) -> list:
     for path in sorted(written - {p.resolve() for p in files["tables"]}):
         problems.append(f"report/generated/{path.name} is written by notebook {path.name[:2]} but main.tex never "
                         f"\\input's it: put it in the main text or the appendix and refer to it from the text")
+    labels = re.findall(r"\\label\{((?:tab|fig):[^}]*)\}", "\n".join(
+        [body(tex), *(p.read_text(encoding="utf-8") for p in files["tables"] if p.exists())]))
+    for label in sorted(set(labels) - set(re.findall(r"\\ref\{([^}]*)\}", body(tex)))):
+        problems.append(f"{label} is printed but the text never refers to it: cite it where its result is discussed "
+                        f"(Table~\\ref{{{label}}}), or drop it")
+    graphics = re.search(r"\\graphicspath\{\{([^}]*)\}", tex)
+    for name, drawn, printed in shrunk_figures(tex, (report_dir / graphics.group(1)) if graphics else report_dir):
+        problems.append(f"{name} is drawn {drawn:.2f} in wide but printed {printed:.2f} in: its text would print "
+                        f"below 7 pt; include it at its own width or draw it narrower (helpers.plots.figsize)")
     defined = defined_macros(p for p in files["macros"] if p.exists())
     for name in sorted(set(re.findall(r"\\((?:RNb|Claim)[A-Za-z]+)", body(tex))) - defined):
         problems.append(f"macro \\{name} is used but no report/generated/*_macros.tex defines it")
@@ -141,8 +168,8 @@ def length_problems(aux: str, max_page: int = MAX_REFERENCES_PAGE) -> list:
     (read from main.aux after the build)."""
     found = REFERENCES_LABEL.search(aux)
     if not found:
-        return ["main.aux has no page for \\label{references}: put \\phantomsection\\label{references} right "
-                "before \\bibliography in main.tex"]
+        return ["main.aux has no page for \\label{references}: label the references' heading in main.tex "
+                "(\\renewcommand{\\bibsection}{...\\label{references}})"]
     page = int(found.group(1))
     return [] if page <= max_page else [
         f"the references start on page {page}: the main text runs to {page - 1} pages, more than the course's "

@@ -155,6 +155,12 @@ def macro_name(*parts) -> str:
     return "".join(words)
 
 
+def latex_minus(text: str) -> str:
+    """A typographic minus for every negative number in `text` ('-4.6' -> '\\ensuremath{-}4.6', right in text and
+    in math mode); hyphens inside words, ranges (2023-2025) and exponents (5e-04) stay."""
+    return re.sub(r"(?<![\w}.])-(?=\d)", r"\\ensuremath{-}", text)
+
+
 def format_number(value, digits: int = 2, percent: bool = False) -> str:
     if isinstance(value, str):
         return latex_escape(value)
@@ -174,18 +180,9 @@ def write_macros(macros: dict, path: str | os.PathLike, prefix: str = "") -> Pat
         if name in seen:
             raise ValueError(f"two macro keys map to \\{name}; rename one of them")
         seen.add(name)
-        lines.append(f"\\newcommand{{\\{name}}}{{{value if isinstance(value, str) else format_number(value)}}}")
+        shown = value if isinstance(value, str) else format_number(value)
+        lines.append(f"\\newcommand{{\\{name}}}{{{latex_minus(shown)}}}")
     return _write_text("\n".join(lines) + "\n", path)
-
-
-# About 4.1-4.7 pt per character of a table cell in the report's 10-pt Times, 397 pt of text width: a table
-# whose widest cells add up to more than this many characters would spill into the margin.
-WIDE_TABLE_CHARS = 88
-
-
-def _natural_chars(heads: list, rows: list) -> int:
-    """Characters across a table's widest cells, plus two per column for the gaps."""
-    return sum(max(len(cell) for cell in column) + 2 for column in zip(heads, *rows))
 
 
 def _span(values, unit: str = "", one: str = "", many: str = "", grouped: bool = True) -> str:
@@ -233,6 +230,9 @@ def describe_records(files: list) -> str:
     return ", ".join(p for p in parts if p)
 
 
+TABLE_FONT = r"\small\setlength{\tabcolsep}{4pt}"
+
+
 def latex_table(rows: list, columns: dict, caption: str, label: str, note: str = "") -> str:
     """A booktabs table. `columns` maps row keys to headers, or to (header, format) where format is a
     str.format pattern such as '{:.2f}' or a callable that returns LaTeX."""
@@ -252,14 +252,12 @@ def latex_table(rows: list, columns: dict, caption: str, label: str, note: str =
             else:
                 cells.append(latex_escape(fmt.format(value)) if fmt else format_number(value))
         table.append(cells)
-    body = [" & ".join(cells) + r" \\" for cells in table]
+    body = [" & ".join(latex_minus(cell) for cell in cells) + r" \\" for cells in table]
     caption = latex_escape(caption) + (f" {latex_escape(note)}" if note else "")
-    # Wide tables are scaled to the text width (graphicx's \resizebox) rather than spilling into the margin.
-    wide = _natural_chars(heads, table) > WIDE_TABLE_CHARS
-    tabular = [rf"\begin{{tabular}}{{{align}}}", r"\toprule", " & ".join(heads) + r" \\", r"\midrule",
+    # One font size and column gap for every table, never scaled: a table too wide for the text is re-designed
+    # (shorter headers, fewer columns), and `make report` fails on one that runs into the margin.
+    tabular = [TABLE_FONT, rf"\begin{{tabular}}{{{align}}}", r"\toprule", " & ".join(heads) + r" \\", r"\midrule",
                *body, r"\bottomrule", r"\end{tabular}"]
-    if wide:
-        tabular = [r"\resizebox{\linewidth}{!}{%", *tabular, "}"]
     return "\n".join([r"\begin{table}[t]", r"\centering", rf"\caption{{{caption}}}", rf"\label{{{label}}}",
                       *tabular, r"\end{table}"]) + "\n"
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from . import plots, results
+from .names import label, relabel_figure
 from .data import resolve_data_root
 from .models import model_summary
 from .profiles import DRY_RUN_ENV, PROFILES, budget, dry_run, recipe
@@ -127,7 +128,10 @@ class Run:
         """figures/<nb>_<name>.{pdf,png}, with the compute profile under the plot; with `records` (the results
         it draws: names or Outcomes) the note says what their records say, like a table caption."""
         files = [self.stored_file(n) for n in dict.fromkeys(record_name(r) for r in records)]
-        fig.text(0.0, -0.01, self.profile_note(files=files), fontsize=5.5, color="0.35", ha="left", va="top")
+        relabel_figure(fig, self.notebook)
+        plots.add_note(fig, self.profile_note(files=files))
+        for problem in plots.readability_problems(fig):  # a figure the report would print too small
+            print(f"figure {self.notebook}_{name}: {problem}")
         return plots.save_figure(fig, f"{self.notebook}_{name}", self.path("figures"))
 
     def save_results(self, name: str, data: dict) -> Path:
@@ -159,6 +163,8 @@ class Run:
         if not names:
             raise ValueError(f"table {name!r}: name the results its rows come from (records=[...])")
         stored = [self.stored_file(n) for n in names]
+        first = next(iter(columns))  # the row's name: run ids there are shown by their display names
+        rows = [row | {first: label(self.notebook, row.get(first, ""))} for row in rows]
         return results.write_table(rows, columns, caption, f"tab:{self.notebook}-{name}",
                                    self.path("tables", f"{self.notebook}_{name}.tex"),
                                    note=self.profile_note(files=stored),
@@ -316,8 +322,8 @@ def record_name(record) -> str:
     return record.name if isinstance(record, Outcome) else record["name"]
 
 
-RESULT_COLUMNS = {"name": "configuration", "val": ("best val. acc. (%)", results.percent),
-                  "test": ("test acc. (%)", results.percent), "minutes": ("training (min)", "{:.1f}")}
+RESULT_COLUMNS = {"name": "configuration", "val": ("best val. (%)", results.percent),
+                  "test": ("test (%)", results.percent), "minutes": ("training (min)", "{:.1f}")}
 
 
 def result_row(name: str, outcome: Outcome, **extra) -> dict:

@@ -307,11 +307,11 @@ def depth_search(depths, train, min_gain: float) -> dict:
 
 
 # The columns of the study's comparison tables; seconds rather than runner's minutes: most runs take seconds.
-STUDY_COLUMNS = {"val": RESULT_COLUMNS["val"], "test": RESULT_COLUMNS["test"], "seconds": ("training (s)", "{:.0f}")}
+STUDY_COLUMNS = {"val": RESULT_COLUMNS["val"], "test": RESULT_COLUMNS["test"], "seconds": ("time (s)", "{:.0f}")}
 # a table that mixes single runs and a configuration's seeds: the seeds' row gives means and the test spread
 SEEDS_COLUMNS = {"val": RESULT_COLUMNS["val"], "test": RESULT_COLUMNS["test"],
-                 "test_sd": ("seed s.d. (pp)", lambda v: "--" if v in (None, "") else f"{100 * v:.2f}"),
-                 "seconds": ("training (s)", "{:.0f}")}
+                 "test_sd": ("sd (pp)", lambda v: "--" if v in (None, "") else f"{100 * v:.2f}"),
+                 "seconds": ("time (s)", "{:.0f}")}
 
 
 def study_row(label: str, outcome: Outcome, seconds: float | None = None, **extra) -> dict:
@@ -482,9 +482,9 @@ def compression_rows(model, test_loader, calibration, example: torch.Tensor, spa
 
 # Re-training recipes after each pruning step, chosen on validation: (learning rate as a fraction of the study's,
 # whether the batch norms are unfolded, re-estimated after every pruning step and trained, label).
-PRUNING_RECIPES = {"held": (0.1, False, "batch norms fixed, lr / 10"),
-                   "recalibrated": (0.1, True, "batch norms re-estimated, lr / 10"),
-                   "recalibrated_lr": (1.0, True, "batch norms re-estimated, lr")}
+PRUNING_RECIPES = {"held": (0.1, False, "BN fixed, lr / 10"),
+                   "recalibrated": (0.1, True, "BN re-estimated, lr / 10"),
+                   "recalibrated_lr": (1.0, True, "BN re-estimated, lr")}
 
 
 def pruning_curve(model: TransferNet, train_loader, eval_loaders: dict, sparsities, config: TrainConfig, device,

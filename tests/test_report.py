@@ -55,6 +55,28 @@ def test_check_names_a_generated_table_the_report_leaves_out(tmp_path):
     assert len([p for p in problems if "01_forgotten.tex" in p]) == 1
 
 
+def test_check_names_a_table_or_figure_the_text_never_refers_to(tmp_path):
+    root = write_report(tmp_path / "r", "As Table~\\ref{tab:01-cited} shows. \\input{generated/01_cited} "
+                                        "\\input{generated/01_silent}\n"
+                                        "\\begin{figure}\\label{fig:01-silent}\\end{figure}")
+    for name in ("01_cited", "01_silent"):
+        (root / "generated" / f"{name}.tex").write_text(f"\\begin{{table}}\\label{{tab:{name.replace('_', '-')}}}"
+                                                        "\\end{table}\n")
+    problems = [p for p in report.check(root) if "never refers" in p]
+    assert len(problems) == 2 and any("tab:01-silent" in p for p in problems) and any("fig:01-silent" in p
+                                                                                      for p in problems)
+
+
+def test_a_figure_printed_narrower_than_drawn_is_named(tmp_path):
+    figures = tmp_path / "figs"
+    figures.mkdir()
+    for name, inches in (("01_wide.pdf", 5.5), ("01_half.pdf", 2.7)):
+        (figures / name).write_bytes(b"%%PDF-1.4\n<< /MediaBox [0 0 %.1f 200] >>\n" % (inches * 72))
+    tex = ("\\includegraphics[width=0.8\\linewidth]{01_wide.pdf} \\includegraphics[width=\\linewidth]{01_wide.pdf}"
+           "\n\\includegraphics[width=0.5\\linewidth]{01_half.pdf}")
+    assert report.shrunk_figures(tex, figures) == [("01_wide.pdf", 5.5, pytest.approx(4.4))]
+
+
 def test_layout_problems_name_boxes_over_a_point_only():
     log = ("Overfull \\hbox (51.2pt too wide) in paragraph at lines 12--14\n"
            "Overfull \\hbox (0.4pt too wide) in alignment at lines 3--9\n"

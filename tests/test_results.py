@@ -96,17 +96,14 @@ def test_plot_helpers_draw_what_they_say():
     plt.close("all")
 
 
-def test_wide_tables_are_scaled_to_the_text_width():
-    columns = {"name": "configuration", "val": "best val. acc. (%)", "test": "test acc. (%)",
-               "minutes": "training (min)"}
-    row = {"name": "baseline", "val": 52.3, "test": 52.1, "minutes": 2.6}
-    narrow = results.latex_table([row], columns, "c", "tab:x")
-    columns |= {"tta": "test acc., flip TTA (%)", "epochs": "epochs", "images": "training images"}
-    row = {"name": "synthetic 100-class stand-in ResNet + SE", "val": 89.84, "test": 89.4, "minutes": 51.9,
-           "tta": 90.15, "epochs": 24, "images": "45,000"}  # 207 pt too wide unscaled in the report
-    wide = results.latex_table([row], columns, "c", "tab:y")
-    assert "resizebox" not in narrow
-    assert "\\resizebox{\\linewidth}{!}{%\n\\begin{tabular}" in wide and wide.index("\\end{tabular}\n}") > 0
+def test_every_table_has_one_font_size_and_is_never_scaled():
+    columns = {"name": "configuration", "val": "best val. acc. (%)", "test": "test acc. (%)"}
+    narrow = results.latex_table([{"name": "a", "val": 52.3, "test": 52.1}], columns, "c", "tab:x")
+    columns |= {f"extra{i}": f"a long column header {i}" for i in range(6)}
+    wide = results.latex_table([{"name": "a" * 40, "val": 89.84, "test": 89.4}], columns, "c", "tab:y")
+    for table in (narrow, wide):
+        assert "resizebox" not in table and "scalebox" not in table
+        assert table.index(results.TABLE_FONT) < table.index("\\begin{tabular}")  # the same size, inside the float
 
 
 def test_blank_or_and_p_value_leave_missing_cells_blank():
@@ -133,3 +130,11 @@ def test_percent_mean_sd_uses_the_sample_deviation():
     assert results.percent_mean_sd([0.75, 0.76, 0.77]) == "76.00 ± 1.00"
     with pytest.raises(ValueError, match="at least 2 values, got 1"):
         results.percent_mean_sd([0.75])  # one run has no spread
+
+
+def test_negative_numbers_get_a_minus_sign_and_hyphens_stay():
+    assert results.latex_minus("-4.6 (-0.01)") == "\\ensuremath{-}4.6 (\\ensuremath{-}0.01)"
+    kept = "seeds 2023-2025, lr 5e-04, re-trained, --"
+    assert results.latex_minus(kept) == kept
+    table = results.latex_table([{"name": "combined", "gap": -4.55}], {"name": "configuration", "gap": "gap"}, "c", "t")
+    assert "combined & \\ensuremath{-}4.55 \\\\" in table
