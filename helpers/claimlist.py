@@ -52,7 +52,7 @@ EXPLORE_LABELS = {"scaling_standardised": "standardised input", "optimiser_Adam"
                   "step_gap_head": "a global-average-pooling (GAP) head",
                   "step_strided": "the GAP head with strided convolutions instead of max-pooling",
                   "step_residual": "the GAP head with strided residual blocks after a conv stem",
-                  "step_residual_4_blocks": "that ResNet with a fourth stage",
+                  "step_residual_4_blocks": "the strided residual net with a fourth stage",
                   "aug_affine": "flips/shifts + affine", "aug_colour": "flips/shifts + colour",
                   "aug_erasing": "flips/shifts + random erasing", "aug_cutmix": "flips/shifts + CutMix",
                   "aug_mixup": "flips/shifts + MixUp", "norm_layer": "layer norm", "norm_instance": "instance norm",
@@ -78,12 +78,12 @@ CLAIMS = [
             subject=(run,), reference=EXPLORE_REFERENCE, noise=EXPLORE_REFERENCE, what="test accuracy",
             subject_label=label, reference_label="the exploration reference (mean of 3 seeds)")
       for run, label in EXPLORE_LABELS.items()],
-    # 01: the squeeze-and-excitation AirNet (one seed) against the plain AirNet's three seeds, test accuracy with
-    # the test-time augmentation chosen on validation (fixed 2026-12-03, before any final run was tested).
+    # 01: the squeeze-and-excitation airbench-style net (one seed) against the plain one's three seeds, test accuracy
+    # with the test-time augmentation chosen on validation (fixed 2026-12-03, before any final run was tested).
     Claim(id="01-se-test", notebook="01", says=SE_SAYS, metric="test_acc", subject=("strong_se_final0_tta",),
           reference=STRONG_REFERENCE, noise=STRONG_REFERENCE, what="test accuracy (with the chosen TTA)",
-          subject_label="the AirNet with squeeze-and-excitation gates",
-          reference_label="the plain AirNet (mean of 3 seeds)"),
+          subject_label="the airbench-style net with squeeze-and-excitation gates",
+          reference_label="the plain airbench-style net (mean of 3 seeds)"),
     # 03: each factor's effect at either level of the other, on final test accuracy and on validation accuracy
     # after the first epoch (how fast training starts).
     *[_vs_baseline("03", c, GTSRB_LABELS[c], metric, what, GTSRB_SAYS[c, ref, tag], baseline=ref,
@@ -112,7 +112,7 @@ def _vs_lstm2(run, says, reference=LM_REFERENCE, metric="test.loss", label="", t
     return Claim(id=f"05-{run.replace('_', '-')}-{tag}", notebook="05", says=says, metric=metric, subject=(run,),
                  reference=reference, noise=reference, what=what,
                  subject_label=label or LM_LABELS[run], percent=False, **extra,
-                 reference_label="the 2-layer LSTM (mean of 3 seeds)" + (" under the same rule" if deep else ""))
+                 reference_label="the 2-layer LSTM (mean of 3 seeds)" + (" at the depth budget" if deep else ""))
 
 
 def _generated(id, path, reference_path, says, what, label, reference_label, record="generation") -> Claim:
@@ -136,9 +136,9 @@ CLAIMS += [
     _vs_lstm2("word_charged", "no difference", metric="charged", reference_metric="test.loss",
               label="the word-level LSTM, charged for its unknown words"),
     Claim(id="05-split-gap-shuffled", notebook="05", says="no difference", metric="test.loss - history.best_value",
-          subject=tuple(f"lstm2_shuffled_trial{k}" for k in range(3)), reference=LM_REFERENCE, paired=False,
-          what="test-minus-validation loss (nats/char)", subject_label="the 2-layer LSTM on a split by random pieces",
-          reference_label="the same model on the contiguous split", percent=False),
+          subject=LM_REFERENCE, reference=tuple(f"lstm2_shuffled_trial{k}" for k in range(3)), paired=False,
+          what="test-minus-validation loss (nats/char)", subject_label="the 2-layer LSTM on the contiguous split",
+          reference_label="the same model on a split by random pieces", percent=False),
     *[Claim(id=f"05-contiguous-{tag}-harder", notebook="05", says="higher", metric=metric, subject=LM_REFERENCE,
             reference=tuple(f"lstm2_shuffled_trial{k}" for k in range(3)), paired=False, what=what, percent=False,
             subject_label="the 2-layer LSTM on the contiguous split",
@@ -156,9 +156,9 @@ CLAIMS += [
     _generated("nucleus-spells", "settings.T100_p090", "settings.T100_p100", "higher", "spelling",
                "nucleus sampling (T = 1, p = 0.9)", "plain sampling at T = 1"),
     _generated("gru-spells", "gru2", "lstm2", "higher", "spelling", "text sampled from this trained 2-layer GRU",
-               "that from this trained 2-layer LSTM (seed 2023)", record="cell_samples"),
+               "text sampled from this trained 2-layer LSTM (seed 2023)", record="cell_samples"),
     _generated("rnn-spells", "rnn", "lstm2", "lower", "spelling", "text sampled from this trained vanilla RNN",
-               "that from this trained 2-layer LSTM (seed 2023)", record="cell_samples"),
+               "text sampled from this trained 2-layer LSTM (seed 2023)", record="cell_samples"),
 ]
 
 # 02: the transfer study at the study size, 37 breeds. Single runs against the reference (the last best_l = 1 blocks,
@@ -168,7 +168,8 @@ CLAIMS += [
 TRANSFER_REFERENCE = seeds("last1")
 NO_AUG = seeds("aug_none")
 FLIP_AFFINE = seeds("aug_flip_affine")
-TRANSFER_LABELS = {"last0": "the linear probe (l = 0)", "last2": "the last 2 blocks", "last3": "the last 3 blocks",
+TRANSFER_LABELS = {"last0": "the linear probe (l = 0)", "last2": "fine-tuning the last 2 blocks",
+                   "last3": "fine-tuning the last 3 blocks",
                    "gradual_stage3": "gradual unfreezing (4 stages)", "lr_constant": "a constant learning rate",
                    "lr_cosine_discriminative": "discriminative learning rates"}
 # Set from the 2026-12-04 runs (the reference's seeds: 86.32 +- 0.08 %): only discriminative rates lie in the band.
@@ -215,12 +216,12 @@ CLAIMS += [
     Claim(id="02-forgetting-old-head-test", notebook="02", says=FORGETTING_SAYS["old_head"], metric="test_acc",
           reference_metric="test.acc", subject=("forgetting_old_head",), reference=FORGETTING_BEFORE,
           noise=FORGETTING_BEFORE, what="cat-vs-dog test accuracy",
-          subject_label="the old cat/dog head on the backbone fine-tuned on the other task",
+          subject_label="the old head after the other task",
           reference_label="the cat/dog head on the ImageNet backbone (mean of 3 seeds)"),
     Claim(id="02-forgetting-retrained-test", notebook="02", says=FORGETTING_SAYS["after"], metric="test.acc",
           subject=("forgetting_binary_after",), reference=FORGETTING_BEFORE, noise=FORGETTING_BEFORE,
           what="cat-vs-dog test accuracy",
-          subject_label="a cat/dog layer re-trained on the backbone fine-tuned on the other task",
+          subject_label="a head re-trained after the other task",
           reference_label="the cat/dog head on the ImageNet backbone (mean of 3 seeds)"),
     *[Claim(id=f"02-ssl-{fraction:g}-pseudo-test".replace(".", "p"), notebook="02", says=says, metric="test.acc",
             subject=seeds(f"ssl_{fraction:g}_pseudo"), reference=seeds(f"ssl_{fraction:g}_labelled"),
@@ -261,7 +262,7 @@ CLAIMS += [
     *[Claim(id=f"02-pruning-{100 * sparsity:.0f}-test", notebook="02", says=says, metric=f"[{k}].test",
             subject=(f"pruning_{PRUNING_CHOICE}",), reference=("pruning_held",), noise=TRANSFER_REFERENCE,
             noise_metric="test.acc", what=f"test accuracy at {100 * sparsity:.0f} % sparsity",
-            subject_label="re-training with re-estimated batch norms at the study's rate",
-            reference_label="re-training with fixed batch norms (band: the study reference's seed noise)")
+            subject_label="re-training with BN re-estimated, lr",
+            reference_label="re-training with BN fixed, lr / 10 (band: the study reference's seed noise)")
       for k, (sparsity, says) in enumerate(PRUNING_SAYS.items())],
 ]

@@ -83,13 +83,18 @@ class Evaluation:
         mean = sum(values) / len(values)
         return self._show(mean) if len(values) < 2 else f"{self._show(mean)} ± {self._show(sample_sd(values))}"
 
-    def evidence(self) -> str:
-        p = "p < 0.001" if self.uncertainty < 0.001 else f"p = {self.uncertainty:.3f}"
+    def design(self) -> str:
+        """How the verdict is reached, without its number: '3 seeds each, paired t-test'."""
         if self.method == "seeds":
-            return f"{len(self.subject)} {self.claim.unit} each, paired t-test {p}"
+            return f"{len(self.subject)} {self.claim.unit} each, paired t-test"
         if self.method == "welch":
-            return f"{len(self.subject)} vs {len(self.reference)} {self.claim.unit}, Welch t-test {p}"
-        return f"single runs; seed-noise band ±{self._show(self.uncertainty)} from {len(self.claim.noise)} seeds"
+            return f"{len(self.subject)} vs {len(self.reference)} {self.claim.unit}, Welch t-test"
+        return f"single runs against ±{NOISE_BAND:g} sd of {len(self.claim.noise)} seeds"
+
+    def evidence(self) -> str:
+        if self.method == "noise band":
+            return f"single runs; seed-noise band ±{self._show(self.uncertainty)} from {len(self.claim.noise)} seeds"
+        return f"{self.design()} {'p < 0.001' if self.uncertainty < 0.001 else f'p = {self.uncertainty:.3f}'}"
 
     def short(self) -> str:
         """The signed difference alone, for a sentence that lists many claims: '−0.94' (points when percent)."""
@@ -149,13 +154,11 @@ def _defined_pairs(claim: Claim, subject: list, reference: list) -> tuple:
 
 def _t_test(claim: Claim, subject: list, reference: list) -> tuple:
     """(method, p): paired over seeds/prompts, or Welch's test when the two sides share nothing to pair."""
-    from scipy.stats import ttest_ind, ttest_rel
+    from scipy.stats import ttest_ind
 
     if not claim.paired:
         return "welch", float(ttest_ind(subject, reference, equal_var=False).pvalue)
-    if max(abs(s - r) for s, r in zip(subject, reference)) == 0:
-        return "seeds", 1.0
-    return "seeds", float(ttest_rel(subject, reference).pvalue)
+    return "seeds", results.paired_p(subject, reference)
 
 
 def evaluate(claim: Claim, results_dir: Path | None = None) -> Evaluation:
@@ -222,6 +225,52 @@ def macros_text(evaluations: list) -> str:
     return "\n".join(lines) + "\n"
 
 
+def evidence_cell(e: Evaluation) -> str:
+    """The test's number behind a verdict, for a table cell: 'p = 0.012' or the band '±0.76'."""
+    if e.method == "noise band":
+        return f"±{e._show(e.uncertainty)}"
+    return "p < 0.001" if e.uncertainty < 0.001 else f"p = {e.uncertainty:.3f}"
+
+
+def group_heading(e: Evaluation) -> str:
+    """What a group of verdicts is compared with and how: the heading over its rows in the claims table."""
+    borrowed = e.method == "noise band" and set(e.claim.noise) != set(e.claim.reference)  # another run's seeds
+    elsewhere = " of the study's reference" if borrowed else ""
+    return f"against {e.claim.reference_label}: {e.design()}{elsewhere}"
+
+
+def row_of(e: Evaluation) -> dict:
+    return dict(comparison=f"{e.claim.subject_label[0].upper()}{e.claim.subject_label[1:]}: {e.claim.what}",
+                difference=e.short() + (" pt" if e.claim.percent else ""), evidence=evidence_cell(e), verdict=e.verdict)
+
+
+def latex_table(evaluations: list, notebook: str) -> str:
+    """Every declared comparison of a notebook as one table (the appendix's list of verdicts), grouped by what it is
+    compared with and how: the subject and quantity, the difference of means, the band or p-value and the verdict;
+    the numbers behind each are in the study's own table."""
+    groups = {}  # heading -> its evaluations, in the order the headings first appear
+    for e in evaluations:
+        groups.setdefault(group_heading(e), []).append(e)
+    rows = []
+    for heading, members in groups.items():
+        rows.append({results.GROUP_HEADING: heading})
+        rows += [row_of(e) for e in members]
+    columns = {"comparison": ("subject: quantity", "{}"), "difference": ("difference", "{}"),
+               "evidence": ("band or p", "{}"), "verdict": ("verdict", "{}")}
+    caption = (f"Notebook {notebook}: every stated comparison, checked on the stored results. Difference: subject "
+               f"minus the reference's mean (pt: percentage points). A single run differs only outside ±{NOISE_BAND:g} "
+               f"sd of the seed noise; a t-test needs p < {ALPHA}. 'no difference': none measurable at this budget. "
+               "Each study's own table gives its runs' values and profile (data, epochs, seeds, device).")
+    return results.latex_table(rows, columns, caption, f"tab:{notebook}-claims",
+                               align=r">{\raggedright\arraybackslash}p{0.62\linewidth}rrl")
+
+
+def generated(evaluations: list, notebook: str) -> dict:
+    """The report files a notebook's claims make, by file name: their macros and their table."""
+    mine = [e for e in evaluations if e.claim.notebook == notebook]
+    return {f"{notebook}_claims_macros.tex": macros_text(mine), f"{notebook}_claims.tex": latex_table(mine, notebook)}
+
+
 def conclude(run) -> None:
     """A notebook's closing cell: evaluate its declared claims on this run's stored results, print each
     wording with its verdict, and write them as report macros (report/generated/<nb>_claims_macros.tex).
@@ -236,7 +285,8 @@ def conclude(run) -> None:
         e = evaluations[-1]
         print(("" if e.holds else f"CONTRADICTED (declared as {e.claim.says}): ") + e.wording())
     if evaluations:
-        run.path("tables", f"{run.notebook}_claims_macros.tex").write_text(macros_text(evaluations), encoding="utf-8")
+        for name, text in generated(evaluations, run.notebook).items():
+            run.path("tables", name).write_text(text, encoding="utf-8")
 
 
 def table(evaluations: list) -> str:

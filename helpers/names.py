@@ -16,16 +16,21 @@ LABELS = {
     "02": {"mobilenet_v2": "MobileNetV2", "resnet18": "ResNet-18", "resnet34": "ResNet-34", "resnet50": "ResNet-50",
            "tiny": "a tiny stand-in backbone", "plain": "plain cross-entropy",
            "weighted_ce": "class-weighted cross-entropy", "oversampling": "over-sampling the cats",
-           **{f"last{k}": f"last {k} block{'s' * (k != 1)} fine-tuned" for k in range(9)},
+           **{f"last{k}": f"last {k} blocks fine-tuned" for k in range(2, 9)}, "last1": "last block fine-tuned",
+           "last0": "linear probe (0 blocks fine-tuned)",
            **{f"masked_{c}": f"masked fine-tuning, {c} mask" for c in ("gradient", "magnitude", "random")},
            **{f"lora_r{r}": f"LoRA, rank {r}" for r in (1, 2, 4, 8, 16)}},
-    "03": {"baseline": "Adam (baseline)", "bn": "BN + Adam", "adamw": "AdamW", "bn_adamw": "BN + AdamW"},
+    "03": {"baseline": "Adam (baseline)", "bn": "BN + Adam", "adamw": "AdamW", "bn_adamw": "BN + AdamW",
+           "adam": "Adam"},
     "04": {"baseline": "transposed + ReLU", "nearest": "nearest + ReLU", "elu": "transposed + ELU",
            "nearest_elu": "nearest + ELU"},
     "05": {"rnn": "vanilla RNN", "lstm1": "LSTM, 1 layer", "lstm2": "LSTM, 2 layers", "gru2": "GRU, 2 layers",
            "depth_lstm2": "LSTM, 2 layers", "depth_lstm3": "LSTM, 3 layers",
            "depth_lstm3_dropout_ln": "LSTM, 3 layers, dropout + layer norm"},
 }
+# Augmentations by their keys in the notebooks' recipes.
+AUGMENTATIONS = {"affine": "affine", "colour": "colour", "erasing": "random erasing", "cutmix": "CutMix",
+                 "mixup": "MixUp"}
 TRIAL = re.compile(r"(?P<run>.+)_trial(?P<k>\d+)$")
 
 

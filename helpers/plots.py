@@ -249,7 +249,8 @@ def plot_receptive_fields(fields: dict, theoretical: dict, mass: float = 0.95, t
             ax.text(0.97, 0.05, f"theoretical: {size} px\n(> the {limit} px input)", transform=ax.transAxes,
                     ha="right", va="bottom", fontsize=MIN_FONT_PT)
     ax.set(xlabel="square side (pixels)", ylabel="gradient mass inside", ylim=(0, 1.02))
-    ax.legend(frameon=False, fontsize=MIN_FONT_PT, loc="center right")
+    # Above the panel, level with the maps' titles: inside, the steep curves and the narrow axes leave it no room.
+    ax.legend(frameon=False, fontsize=MIN_FONT_PT, loc="lower left", bbox_to_anchor=(0, 1.0), borderaxespad=0.2)
     if title:
         fig.suptitle(title)
     return fig

@@ -141,10 +141,11 @@ def claim_problems(results_dir: Path, generated_dir: Path) -> list:
             problems.append(f"claim {claim.id} says {claim.says} but the data say {evaluation.verdict}: "
                             f"{evaluation.wording()} Change the claim (helpers/claimlist.py) and the prose.")
     for notebook, evaluations in by_notebook.items():
-        path = generated_dir / f"{notebook}_claims_macros.tex"
-        if not path.exists() or path.read_text(encoding="utf-8") != claims.macros_text(evaluations):
-            problems.append(f"{path} is missing or stale against the stored results: run notebook {notebook}'s "
-                            f"last cell, or `python -m helpers.report claims --write`")
+        for name, text in claims.generated(evaluations, notebook).items():
+            path = generated_dir / name
+            if not path.exists() or path.read_text(encoding="utf-8") != text:
+                problems.append(f"{path} is missing or stale against the stored results: run notebook {notebook}'s "
+                                f"last cell, or `python -m helpers.report claims --write`")
     return problems
 
 
@@ -329,8 +330,8 @@ def list_claims(write: bool = False, results_dir: Path = PROJECT_ROOT / "results
         print(f"\n{e.claim.id} (\\{claims.macro(e.claim)}): {e.wording()}")
     if write:
         for notebook in sorted({e.claim.notebook for e in evaluations}):
-            text = claims.macros_text([e for e in evaluations if e.claim.notebook == notebook])
-            (generated_dir / f"{notebook}_claims_macros.tex").write_text(text, encoding="utf-8")
+            for name, text in claims.generated(evaluations, notebook).items():
+                (generated_dir / name).write_text(text, encoding="utf-8")
     return 0 if all(e.holds for e in evaluations) else 1
 
 
@@ -344,8 +345,8 @@ def _reported(problems: list) -> int:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.report", description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=("check", "layout", "claims", "costs", "stamp", "submission"))
-    parser.add_argument("--write", action="store_true", help="claims: also write report/generated/*_claims_macros.tex;"
-                        " costs: write the table into README.md")
+    parser.add_argument("--write", action="store_true", help="claims: also write report/generated/"
+                        "*_claims_macros.tex and *_claims.tex; costs: write the table into README.md")
     parser.add_argument("--executed-dir", default=str(PROJECT_ROOT / "runs" / "fast"),
                         help="where the executed notebooks are (default runs/fast)")
     parser.add_argument("--out", default=str(PROJECT_ROOT / "dist" / "submission.zip"))

@@ -135,12 +135,28 @@ def test_metric_paths_index_histories_and_subtract():
         claims.metric_value(record, "test.acc")
 
 
+def test_the_claims_table_groups_verdicts_by_reference_and_test(stored):
+    store(stored, "99", "variant", 0.93)
+    seeded = claims.evaluate(claim("higher"), stored)
+    single = claims.evaluate(claim("higher", subject=("variant",), reference=("base_trial0",), noise=trials("base")),
+                             stored)
+    table = claims.latex_table([seeded, single, single], "99")
+    assert "\\label{tab:99-claims}" in table
+    rows = [line for line in table.splitlines() if line.endswith("\\\\")][1:]  # after the header
+    assert rows[0].startswith("\\multicolumn{4}") and "against base: 3 seeds each, paired t-test" in rows[0]
+    assert rows[1].startswith("New: test accuracy & +5.00 pt & p = ")
+    assert "against base: single runs against ±2 sd of 3 seeds" in rows[2]
+    assert rows[3] == rows[4] == "New: test accuracy & +3.00 pt & ±2.00 & higher \\\\"  # one heading per group
+    assert len(rows) == 5
+
+
 def test_check_fails_on_a_contradicted_claim_and_on_stale_macros(stored, tmp_path, monkeypatch):
     wrong = claim("higher", subject=trials("same"))
     monkeypatch.setattr(claims, "declared", lambda notebook=None: [wrong])
     problems = report.claim_problems(stored, tmp_path)
     assert any("says higher but the data say no difference" in p for p in problems)
     assert any("99_claims_macros.tex is missing or stale" in p for p in problems)
+    assert any("99_claims.tex is missing or stale" in p for p in problems)
 
 
 def test_the_committed_claims_hold_and_the_known_wrong_statements_come_out_right():

@@ -26,11 +26,15 @@ def test_macro_names_and_file(tmp_path):
         results.write_macros({"a_b": 1, "aB": 2}, tmp_path / "n.tex")
 
 
-def test_trial_statistics_mann_whitney():
-    rows = results.trial_statistics({"base": [0.90, 0.91, 0.92], "new": [0.95, 0.96, 0.97]}, "base")
+def test_trial_statistics_pair_trials_by_seed():
+    rows = results.trial_statistics({"base": [0.90, 0.91, 0.92], "new": [0.95, 0.97, 0.96]}, "base")
     base, new = rows
     assert base["mean"] == pytest.approx(0.91) and base["std"] == pytest.approx(0.01)
-    assert "p" not in base and new["p"] == pytest.approx(0.1)  # smallest two-sided p for 3 vs 3
+    from scipy.stats import ttest_rel
+
+    assert "p" not in base and new["p"] == pytest.approx(ttest_rel([0.95, 0.97, 0.96], [0.90, 0.91, 0.92]).pvalue)
+    assert new["p"] < 0.1  # a rank test of 3 vs 3 could never say this
+    assert results.trial_statistics({"a": [1.0, 2.0], "b": [1.0, 2.0]}, "a")[1]["p"] == 1.0
     assert new["separated"] and new["delta"] == pytest.approx(0.05)
     overlap = results.trial_statistics({"base": [0.90, 0.93], "new": [0.92, 0.95]}, "base")[1]
     assert not overlap["separated"]
@@ -138,3 +142,15 @@ def test_negative_numbers_get_a_minus_sign_and_hyphens_stay():
     assert results.latex_minus(kept) == kept
     table = results.latex_table([{"name": "combined", "gap": -4.55}], {"name": "configuration", "gap": "gap"}, "c", "t")
     assert "combined & \\ensuremath{-}4.55 \\\\" in table
+
+
+def test_target_summary_sorts_targets_into_met_within_noise_and_missed():
+    text = results.target_summary({"baseline": (0.757, 0.72), "dropout": (0.7953, 0.80), "combined": (0.7806, 0.86)},
+                                  0.0076, "the seed band")
+    assert text == ("met: baseline (by 3.70); within noise: dropout (0.47 below); missed: combined (by 7.94); "
+                    "margins in points, noise: the seed band (±0.76)")
+    per_target = results.target_summary({"a": (0.9896, 0.99), "b": (0.9008, 0.90)},
+                                        {"a": results.binomial_se(0.9896, 3669), "b": 0.0001}, "one standard error")
+    assert per_target == ("met: b (by 0.08); within noise: a (0.04 below); margins in points, noise: one standard "
+                          "error")
+    assert results.binomial_se(0.5, 100) == pytest.approx(0.05)

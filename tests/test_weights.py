@@ -1,21 +1,18 @@
 """Committed weights stand alone: `helpers.load_model(name)` rebuilds each from weights/manifest.json (constructor
 config, preprocessing) and, on real test data, reproduces the metric the manifest stores."""
+import json
 import math
 
 import pytest
 import torch
 
-from helpers import data, load_model, results, text
+from helpers import data, load_model, models, results, text
 from helpers.repro import PROJECT_ROOT
 from helpers.training import Classification, Segmentation, evaluate
 from helpers.weights import ManifestError, Preprocess, transform_from_repr
 from tests.conftest import require
 
 MANIFEST = results.read_manifest(PROJECT_ROOT / "weights")
-# Saved before weights described themselves (no constructor config); notebook 02's target section re-creates them
-# whole, described (`python -m helpers.reproduce --only 02 --retrain target`). load_model must refuse them with the
-# fix; once re-created, this set must be emptied.
-LEGACY = {"02_target_final_head", "02_target_final_whole"}
 SLICE = 2000  # test images per classifier: enough for a binomial standard error of about 0.5 points
 
 
@@ -61,10 +58,13 @@ def test_preprocess_refuses_what_it_cannot_rebuild():
         Preprocess()(torch.zeros(1, 3, 8, 8))
 
 
-@pytest.mark.parametrize("name", sorted(LEGACY & set(MANIFEST)))
-def test_legacy_weights_name_their_fix(name):
-    with pytest.raises(ManifestError, match=f"re-running notebook {name[:2]}"):
-        load_model(name)
+def test_weights_saved_before_they_described_themselves_name_their_fix(tmp_path):
+    results.save_weights(models.TrafficSignCNN(), "03_old", tmp_path, notebook="03", preprocessing={"input_size": 32})
+    manifest = results.read_manifest(tmp_path)
+    manifest["03_old"]["config"] = None  # how entries were written before the constructor config was kept
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ManifestError, match="re-running notebook 03"):
+        load_model("03_old", tmp_path)
 
 
 def test_unknown_weights_list_the_known_ones():
@@ -89,7 +89,7 @@ def _classification_slice(name, data_root, split="test", num_classes=10):
     return test.subset(torch.randperm(len(test), generator=torch.Generator().manual_seed(0))[:SLICE])
 
 
-@pytest.mark.parametrize("name", sorted(n for n in MANIFEST if n not in LEGACY))
+@pytest.mark.parametrize("name", sorted(MANIFEST))
 def test_weights_load_alone_and_reproduce_their_metric(name, data_root):
     model, preprocess = load_model(name)
     metric = MANIFEST[name]["metric"]
@@ -123,8 +123,6 @@ def test_weights_load_alone_and_reproduce_their_metric(name, data_root):
 
 
 def test_weights_saved_without_preprocessing_are_refused_with_the_fix(tmp_path):
-    from helpers import models
-
     results.save_weights(models.TrafficSignCNN(), "03_x", tmp_path, notebook="03")
     assert "preprocessing" not in results.read_manifest(tmp_path)["03_x"]
     with pytest.raises(ManifestError, match="pass `preprocessing=`"):
