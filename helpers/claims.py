@@ -188,17 +188,17 @@ def evaluate(claim: Claim, results_dir: Path | None = None) -> Evaluation:
 
 def verdict_summary(evaluations: list) -> str:
     """One clause over a study's single-variant claims against one reference: which variants came out higher,
-    which lower, and how many show no measurable difference, e.g. 'lower test accuracy with Adam and AdamW;
-    no measurable difference with the other 12'."""
+    which lower, and which show no measurable difference (counted when more than three), e.g. 'lower test
+    accuracy with Adam and AdamW; no measurable difference with the other 12'."""
     if not evaluations:
         raise ValueError("verdict_summary needs at least one evaluated claim")
     what = evaluations[0].claim.what
     by = {v: [e.claim.subject_label for e in evaluations if e.verdict == v] for v in VERDICTS}
     parts = [f"{v} {what} with {results.spoken_list(by[v])}" for v in ("higher", "lower") if by[v]]
-    if by["no difference"]:
+    if by["no difference"]:  # named when few, counted when many
         n = len(by["no difference"])
-        parts.append(f"no measurable difference with {'the other' if parts else 'all'} {n}" if n > 1 else
-                     f"no measurable difference with {by['no difference'][0]}")
+        parts.append(f"no measurable difference with {'the other' if parts else 'all'} {n}" if n > 3 else
+                     f"no measurable difference with {results.spoken_list(by['no difference'])}")
     return "; ".join(parts)
 
 
@@ -226,9 +226,9 @@ def macros_text(evaluations: list) -> str:
 
 
 def evidence_cell(e: Evaluation) -> str:
-    """The test's number behind a verdict, for a table cell: 'p = 0.012' or the band '±0.76'."""
+    """The test's number behind a verdict, for a table cell: 'p = 0.012' or the band '±0.76 pt'."""
     if e.method == "noise band":
-        return f"±{e._show(e.uncertainty)}"
+        return f"±{e._show(e.uncertainty)}{' pt' if e.claim.percent else ''}"
     return "p < 0.001" if e.uncertainty < 0.001 else f"p = {e.uncertainty:.3f}"
 
 

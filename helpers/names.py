@@ -26,7 +26,7 @@ LABELS = {
            "nearest_elu": "nearest + ELU"},
     "05": {"rnn": "vanilla RNN", "lstm1": "LSTM, 1 layer", "lstm2": "LSTM, 2 layers", "gru2": "GRU, 2 layers",
            "depth_lstm2": "LSTM, 2 layers", "depth_lstm3": "LSTM, 3 layers",
-           "depth_lstm3_dropout_ln": "LSTM, 3 layers, dropout + layer norm"},
+           "depth_lstm3_dropout_ln": "LSTM, 3 layers, dropout + layer norm", "best": "LSTM, 2 layers, longer run"},
 }
 # Augmentations by their keys in the notebooks' recipes.
 AUGMENTATIONS = {"affine": "affine", "colour": "colour", "erasing": "random erasing", "cutmix": "CutMix",
