@@ -7,6 +7,7 @@ repeated over >= 3 seeds to give a noise band.
 """
 from __future__ import annotations
 
+from . import names
 from .claims import Claim
 
 
@@ -262,7 +263,8 @@ CLAIMS += [
     *[Claim(id=f"02-pruning-{100 * sparsity:.0f}-test", notebook="02", says=says, metric=f"[{k}].test",
             subject=(f"pruning_{PRUNING_CHOICE}",), reference=("pruning_held",), noise=TRANSFER_REFERENCE,
             noise_metric="test.acc", what=f"test accuracy at {100 * sparsity:.0f} % sparsity",
-            subject_label="re-training with BN re-estimated, lr",
-            reference_label="re-training with BN fixed, lr / 10 (band: the study reference's seed noise)")
+            subject_label=f"re-training with {names.PRUNING_RECIPES[PRUNING_CHOICE]}",
+            reference_label=f"re-training with {names.PRUNING_RECIPES['held']} "
+                            "(band: the study reference's seed noise)")
       for k, (sparsity, says) in enumerate(PRUNING_SAYS.items())],
 ]

@@ -91,10 +91,14 @@ class Evaluation:
             return f"{len(self.subject)} vs {len(self.reference)} {self.claim.unit}, Welch t-test"
         return f"single runs against ±{NOISE_BAND:g} sd of {len(self.claim.noise)} seeds"
 
+    def p_text(self) -> str:
+        """A t-test's p as printed: 'p = 0.012', or 'p < 0.001' rather than a zero."""
+        return "p < 0.001" if self.uncertainty < 0.001 else f"p = {self.uncertainty:.3f}"
+
     def evidence(self) -> str:
         if self.method == "noise band":
             return f"single runs; seed-noise band ±{self._show(self.uncertainty)} from {len(self.claim.noise)} seeds"
-        return f"{self.design()} {'p < 0.001' if self.uncertainty < 0.001 else f'p = {self.uncertainty:.3f}'}"
+        return f"{self.design()} {self.p_text()}"
 
     def short(self) -> str:
         """The signed difference alone, for a sentence that lists many claims: '−0.94' (points when percent)."""
@@ -229,7 +233,7 @@ def evidence_cell(e: Evaluation) -> str:
     """The test's number behind a verdict, for a table cell: 'p = 0.012' or the band '±0.76 pt'."""
     if e.method == "noise band":
         return f"±{e._show(e.uncertainty)}{' pt' if e.claim.percent else ''}"
-    return "p < 0.001" if e.uncertainty < 0.001 else f"p = {e.uncertainty:.3f}"
+    return e.p_text()
 
 
 def group_heading(e: Evaluation) -> str:

@@ -28,6 +28,9 @@ LABELS = {
            "depth_lstm2": "LSTM, 2 layers", "depth_lstm3": "LSTM, 3 layers",
            "depth_lstm3_dropout_ln": "LSTM, 3 layers, dropout + layer norm", "best": "LSTM, 2 layers, longer run"},
 }
+# Notebook 02's re-training recipes after each pruning step (helpers.transfer_study.PRUNING_RECIPES).
+PRUNING_RECIPES = {"held": "BN fixed, lr / 10", "recalibrated": "BN re-estimated, lr / 10",
+                   "recalibrated_lr": "BN re-estimated, lr"}
 # Augmentations by their keys in the notebooks' recipes.
 AUGMENTATIONS = {"affine": "affine", "colour": "colour", "erasing": "random erasing", "cutmix": "CutMix",
                  "mixup": "MixUp"}

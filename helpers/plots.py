@@ -341,7 +341,7 @@ def plot_scatter(groups: dict, xlabel: str = "", ylabel: str = "", title: str = 
     fig, ax = plt.subplots(figsize=figsize(0.6, 0.7))
     for (label, (x, y)), marker, color in zip(groups.items(), MARKERS, colors(len(groups))):
         ax.scatter(x, y, label=label, marker=marker, color=color, s=18)
-    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.set(xlabel=xlabel, ylabel=ylabel)
     ax.legend(frameon=False, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(groups))  # above, off the data
     ax.set_title(title, pad=16)  # above the legend
     fig.tight_layout()  # keeps the axis labels inside the figure, above the profile note

@@ -296,7 +296,7 @@ def shortest_within_one_error(selection: dict, n_val: int) -> tuple:
     """(budget, error): the shortest candidate budget (selection: {epochs: Outcome}) whose last-epoch validation
     accuracy is within one binomial standard error of the best one's, and that error (n_val validation images)."""
     best = max(map(last_val_acc, selection.values()))
-    error = (best * (1 - best) / n_val) ** 0.5
+    error = results.binomial_se(best, n_val)
     return min(epochs for epochs, o in selection.items() if last_val_acc(o) >= best - error), error
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from . import data, transfer
+from . import data, names, transfer
 from .results import sample_sd
 from .data import ImageSet, TensorLoader, loader_triple
 from .runner import RESULT_COLUMNS, Outcome, Run, require_trained, result_row, run_experiment
@@ -482,9 +482,9 @@ def compression_rows(model, test_loader, calibration, example: torch.Tensor, spa
 
 # Re-training recipes after each pruning step, chosen on validation: (learning rate as a fraction of the study's,
 # whether the batch norms are unfolded, re-estimated after every pruning step and trained, label).
-PRUNING_RECIPES = {"held": (0.1, False, "BN fixed, lr / 10"),
-                   "recalibrated": (0.1, True, "BN re-estimated, lr / 10"),
-                   "recalibrated_lr": (1.0, True, "BN re-estimated, lr")}
+PRUNING_RECIPES = {"held": (0.1, False, names.PRUNING_RECIPES["held"]),
+                   "recalibrated": (0.1, True, names.PRUNING_RECIPES["recalibrated"]),
+                   "recalibrated_lr": (1.0, True, names.PRUNING_RECIPES["recalibrated_lr"])}
 
 
 def pruning_curve(model: TransferNet, train_loader, eval_loaders: dict, sparsities, config: TrainConfig, device,
