@@ -11,6 +11,7 @@ import os
 import re
 import sysconfig
 import urllib.request
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,6 +70,9 @@ TEXT_URLS = {
     "shakespeare": "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
     "dickinson": "https://www.gutenberg.org/cache/epub/12242/pg12242.txt",
 }
+# The canonical char-rnn file. Gutenberg re-generates its header and footer, so Dickinson is checked by its markers.
+TEXT_SHA256 = {"shakespeare": "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"}
+LUNG_ARRAYS = {f"{kind}_{split}" for kind in ("x", "y") for split in ("train", "val", "test")}
 
 
 def resolve_data_root(data_root: str | os.PathLike | None = None) -> Path:
@@ -367,7 +371,8 @@ def load_lungs(root=None, download: bool = False) -> dict:
     root = resolve_data_root(root)
     path = root / "lungs" / "lung_field_dataset.npz"
     if not path.exists() and download and os.environ.get("LUNG_DATA_URL"):
-        _download(os.environ["LUNG_DATA_URL"], path)
+        _download(os.environ["LUNG_DATA_URL"], path, check=_lung_npz_problem,
+                  fix="check that LUNG_DATA_URL is the course's link to lung_field_dataset.npz")
     if not path.exists():
         raise missing("lungs", path)
     with np.load(path) as npz:
@@ -375,6 +380,15 @@ def load_lungs(root=None, download: bool = False) -> dict:
                                        [str(i) for i in npz[f"id_{split}"]] if f"id_{split}" in npz
                                        else [str(i) for i in range(len(npz[f"x_{split}"]))])
                 for split in ("train", "val", "test")}
+
+
+def _lung_npz_problem(path: Path) -> str | None:
+    try:
+        with np.load(path) as npz:
+            absent = sorted(LUNG_ARRAYS - set(npz.files))
+    except (OSError, ValueError, zipfile.BadZipFile):
+        return "it is not an npz file (a web page?)"
+    return f"it lacks the arrays {', '.join(absent)}" if absent else None
 
 
 def _channel_first(array: np.ndarray) -> torch.Tensor:
@@ -410,12 +424,19 @@ def load_text(name: str = "shakespeare", root=None, download: bool = False) -> s
     root = resolve_data_root(root)
     path = root / "text" / f"{'tinyshakespeare' if name == 'shakespeare' else name}.txt"
     if not path.exists() and download:
-        _download(TEXT_URLS[name], path)
+        _download(TEXT_URLS[name], path, sha256=TEXT_SHA256.get(name),
+                  check=_gutenberg_problem if name == "dickinson" else None)
         if name == "dickinson":
             path.write_text(_gutenberg_body(path.read_text(encoding="utf-8")), encoding="utf-8")
     if not path.exists():
         raise missing(name, path)
     return path.read_text(encoding="utf-8")
+
+
+def _gutenberg_problem(path: Path) -> str | None:
+    text = path.read_text(encoding="utf-8", errors="replace")
+    return None if re.search(r"\*\*\* ?START OF (THE|THIS) PROJECT GUTENBERG", text) else \
+        "it is not a Project Gutenberg book (no START marker)"
 
 
 def _gutenberg_body(text: str) -> str:
@@ -437,7 +458,18 @@ def python_stdlib_corpus(max_chars: int = 2_000_000) -> str:
     return "".join(parts)[:max_chars]
 
 
-def _download(url: str, path: Path) -> None:
+def sha256_matches(path: Path, expected: str) -> bool:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest() == expected
+
+
+def _download(url: str, path: Path, sha256: str | None = None, check=None,
+              fix: str = "put the file there by hand (see README, 'Data')") -> None:
+    """Fetch `url` to `path` through a .part file, kept only when its SHA-256 and `check` (a callable
+    returning what is wrong, or None) accept it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".part")
     try:
@@ -445,6 +477,12 @@ def _download(url: str, path: Path) -> None:
     except OSError as error:
         raise DataMissingError(f"could not download {url} to {path}: {error}. Offline? Put the file there by "
                                f"hand (see README, 'Data').") from error
+    problem = "its SHA-256 is not the published one" if sha256 and not sha256_matches(tmp, sha256) else \
+        check(tmp) if check else None
+    if problem:
+        tmp.unlink()
+        raise DataMissingError(f"the download of {url} is corrupt: {problem}; nothing was kept at {path}. "
+                               f"Run again, or {fix}.")
     os.replace(tmp, path)
 
 

@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from helpers import data
+
 PER_CLASS = 2  # images per class and split: enough to check labels, few enough to build in a second
 
 
@@ -31,7 +33,8 @@ def md5(path: Path) -> str:
 
 
 class Mirror:
-    """Files under `root/<host>/<path>`; `checksums` maps an official md5 (or sha256 prefix) to the mirror's."""
+    """Files under `root/<host>/<path>`; `checksums` maps an official md5 (or sha256 or its prefix) to the
+    mirror's."""
 
     def __init__(self, root: Path):
         self.root = root
@@ -44,8 +47,8 @@ class Mirror:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
         if official:
-            self.checksums[official] = hashlib.sha256(data).hexdigest()[:len(official)] if len(official) < 32 \
-                else md5(path)
+            self.checksums[official] = md5(path) if len(official) == 32 else \
+                hashlib.sha256(data).hexdigest()[:len(official)]
         return path
 
     @contextmanager
@@ -82,6 +85,9 @@ class Mirror:
             fpath, self.checksums.get(md5, md5), **kw))
         monkeypatch.setattr(torch.hub, "download_url_to_file", lambda url, dst, hash_prefix=None, **kw: download(
             url, dst, self.checksums.get(hash_prefix, hash_prefix), **kw))
+        sha256_matches = data.sha256_matches
+        monkeypatch.setattr(data, "sha256_matches", lambda path, expected: sha256_matches(
+            path, self.checksums.get(expected, expected)))
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -221,17 +227,18 @@ def add_text(mirror: Mirror, data_root: Path, urls: dict) -> dict:
         served = body if name == "shakespeare" else (
             f"The Project Gutenberg eBook\n*** START OF THE PROJECT GUTENBERG EBOOK POEMS ***\n{body}\n"
             "*** END OF THE PROJECT GUTENBERG EBOOK POEMS ***\nlicence text\n")
-        mirror.put(url, served.encode())
+        mirror.put(url, served.encode(), official=data.TEXT_SHA256.get(name))
         expected[name] = body
     return expected
 
 
-def add_mobilenet_weights(mirror: Mirror, data_root: Path) -> None:
-    """torchvision's MobileNetV2 weights URL, serving the offline state dict (its hash prefix swapped)."""
+def add_backbone_weights(mirror: Mirror, name: str, weights: bytes) -> None:
+    """torchvision's DEFAULT weights URL of backbone `name`, serving `weights` (a saved state dict; its hash
+    prefix swapped)."""
     import re
 
-    from torchvision.models import MobileNet_V2_Weights
+    import torchvision.models as tvm
 
-    url = MobileNet_V2_Weights.DEFAULT.url
+    url = tvm.get_model_weights(name).DEFAULT.url
     official = re.search(r"-([a-f0-9]*)\.", Path(url).name).group(1)
-    mirror.put(url, (data_root / "weights" / "mobilenet_v2_imagenet1k.pth").read_bytes(), official=official)
+    mirror.put(url, weights, official=official)

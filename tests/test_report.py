@@ -173,6 +173,17 @@ def test_readme_cost_table_is_the_one_the_records_give():
     assert report.bench_table() in readme, "stale: run `python -m helpers.report costs --write`"
 
 
+def test_every_measured_run_fits_a_free_colab_runtime():
+    """The issue's memory budget: a free Colab runtime has about 12.7 GB; every recorded run (the last that
+    trained, from-scratch runs and replays) must stay under 12 GB."""
+    folder = report.PROJECT_ROOT / "results"
+    records = [*folder.glob("[0-9][0-9]_summary.json"), *folder.glob("replays/*.json"), *folder.glob("scratch/*.json")]
+    peaks = {p.relative_to(folder).as_posix(): json.loads(p.read_text())["peak_memory_gb"] for p in records
+             if "peak_memory_gb" in json.loads(p.read_text())}
+    assert len(peaks) >= 10, f"too few memory records: {sorted(peaks)}"
+    assert all(0 < peak <= 12.0 for peak in peaks.values()), peaks
+
+
 def test_cost_table_sums_runs_and_says_what_was_not_measured(tmp_path):
     run = {"budget": {"profile": "fast"}, "environment": {"cpu_model": "AMD EPYC"}, "results": {"train_seconds": 90}}
     for name in ("01_a", "01_b"):

@@ -1,5 +1,6 @@
 import json
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -123,6 +124,15 @@ def test_drift_check_never_writes_to_the_project_root():
 
     with pytest.raises(SystemExit, match="scratch folder"):
         reproduce.prepare_check(reproduce.PROJECT_ROOT)
+
+
+def test_a_check_keeps_its_executed_notebooks_out_of_the_ones_the_bundle_ships(tmp_path):
+    from helpers import reproduce
+
+    args = reproduce.parse_args(["--check", "--output-dir", str(tmp_path)])
+    assert reproduce.executed_dir_of(args) == tmp_path / "executed"
+    assert reproduce.executed_dir_of(reproduce.parse_args([])) == reproduce.PROJECT_ROOT / "runs" / "fast"
+    assert reproduce.executed_dir_of(reproduce.parse_args(["--check", "--executed-dir", "x"])) == Path("x")
 
 
 @pytest.mark.parametrize("argv", [["--record-replay"], ["--no-train", "--record-replay", "--retrain", "x"],
