@@ -87,9 +87,11 @@ def format_summary(outcomes: list) -> str:
 
 # Drift check: what a re-run may differ by before it counts as drift. Accuracies and overlap scores move by
 # a test image or two between machines (float summation order); losses by a little relative to themselves.
-FLOORS = {"acc": 0.01, "dice": 0.005, "iou": 0.005, "pixel_acc": 0.005, "loss": 0.03}
+FLOORS = {"acc": 0.01, "dice": 0.005, "iou": 0.005, "pixel_acc": 0.005, "loss": 0.03, "bpc": 0.03}
+RELATIVE = ("loss", "bpc")  # losses (nats or bits) get a floor relative to their size
+# per_sample: one generated text per prompt, which any change of weights rewrites; their means are compared
 SKIPPED = ("seconds", "minutes", "_ms", "environment", "params", "iterations", "epochs", "predicted", "size", "config",
-           "model", "data")
+           "model", "data", "per_sample", "half_width")
 
 
 def metrics_of(value, prefix: str = "") -> dict:
@@ -107,13 +109,14 @@ def metrics_of(value, prefix: str = "") -> dict:
     return {}
 
 
-def tolerance(path: str, reported: float, noise: float = 0.0) -> float:
-    """The larger of the metric's stated floor and three times its configuration's seed noise. The accuracy
+def tolerance(path: str, reported: float, noise: float = 0.0, spread: float = 0.0) -> float:
+    """The largest of the metric's stated floor, three times its configuration's seed noise and `spread` (a mean's
+    own interval, widened for the two runs compared). The accuracy
     floor, 1 point, is about two binomial standard errors on the smallest test set (Pets, 3,669 images)."""
     leaf = path.rsplit(".", 1)[-1].split("[")[0]
     floor = FLOORS.get(leaf) or next((f for key, f in FLOORS.items() if key in leaf), 0.01)
-    floor = floor * abs(reported) if "loss" in leaf else floor
-    return max(floor, 3 * noise)
+    floor = floor * abs(reported) if any(kind in leaf for kind in RELATIVE) else floor
+    return max(floor, 3 * noise, spread)
 
 
 def family(name: str) -> str:
@@ -132,6 +135,8 @@ def seed_noise(committed: dict) -> dict:
 
 def drift(committed_dir: Path, rerun_dir: Path, names: list | None = None) -> list:
     """Rows (result, metric, reported, re-run, tolerance, ok) for every metric a re-run stored."""
+    records = {p.stem: read_json(p).get("results", {}) for p in sorted(committed_dir.glob("*.json"))
+               if not p.stem.endswith("_summary")}
     load = lambda folder: {p.stem: metrics_of(read_json(p).get("results", {})) for p in sorted(folder.glob("*.json"))
                            if not p.stem.endswith("_summary")}
     committed, rerun = load(committed_dir), load(rerun_dir)
@@ -143,9 +148,27 @@ def drift(committed_dir: Path, rerun_dir: Path, names: list | None = None) -> li
             if reported is None:
                 rows.append((name, path, None, value, None, False))
                 continue
-            allowed = tolerance(path, reported, noise.get((family(name), path), 0.0))
+            allowed = tolerance(kind_of(records.get(name, {}), path), reported, noise.get((family(name), path), 0.0),
+                                spread_of(records.get(name, {}), path))
             rows.append((name, path, reported, value, allowed, abs(value - reported) <= allowed))
     return rows
+
+
+def kind_of(record, path: str) -> str:
+    """A training history's best value is in the unit of the metric it monitored (val_loss, val_acc)."""
+    monitor = record.get("history", {}).get("monitor", "") if isinstance(record, dict) else ""
+    return f"{path}.{monitor}" if path == "history.best_value" and monitor else path
+
+
+def spread_of(record, path: str) -> float:
+    """For a stored `<x>.mean` with its interval `<x>.half_width`: sqrt(2) x the half-width, as both the committed
+    and the re-run mean carry that sampling noise (e.g. text statistics averaged over 20 prompts)."""
+    if not path.endswith(".mean"):
+        return 0.0
+    node = record
+    for key in path.split(".")[:-1]:
+        node = node.get(key, {}) if isinstance(node, dict) else {}
+    return 2 ** 0.5 * node["half_width"] if isinstance(node, dict) and "half_width" in node else 0.0
 
 
 def format_drift(rows: list) -> str:

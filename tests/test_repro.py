@@ -119,6 +119,24 @@ def test_drift_check_compares_stored_metrics_within_their_tolerance(tmp_path):
     assert "DRIFT" in reproduce.format_drift(list((n, p, *r) for (n, p), r in rows.items()))
 
 
+def test_drift_tolerance_knows_units_and_sampling_noise(tmp_path):
+    from helpers import reproduce, results
+
+    summary = {"mean": 0.75, "half_width": 0.02, "n": 20}
+    committed = {"history": {"best_value": 3.09, "monitor": "val_loss"}, "test": {"bpc": 4.55},
+                 "text": {"per_sample": {"spelling": [0.7, 0.8]}, "summary": {"spelling": summary}}}
+    rerun = {"history": {"best_value": 3.11, "monitor": "val_loss"}, "test": {"bpc": 4.57},
+             "text": {"per_sample": {"spelling": [0.9, 0.6]}, "summary": {"spelling": summary | {"mean": 0.73}}}}
+    results.write_json({"results": committed}, tmp_path / "a" / "05_x.json")
+    results.write_json({"results": rerun}, tmp_path / "b" / "05_x.json")
+    rows = {path: row for _, path, *row in reproduce.drift(tmp_path / "a", tmp_path / "b")}
+    assert not any("per_sample" in path or "half_width" in path for path in rows)  # one sample is no metric
+    assert rows["history.best_value"][2] == pytest.approx(0.03 * 3.09) and rows["test.bpc"][3]  # losses: relative
+    assert rows["text.summary.spelling.mean"][2] == pytest.approx(0.02 * 2 ** 0.5)  # both means carry the noise
+    assert all(row[3] for row in rows.values())
+    assert reproduce.tolerance("history.best_value.val_acc", 0.9) == 0.01
+
+
 def test_drift_check_never_writes_to_the_project_root():
     from helpers import reproduce
 
