@@ -21,7 +21,8 @@ PROFILES = ("smoke", "fast", "full")
 # study; notebook 02's `sizes` are the input sides its probe tries, `depths` the numbers of last blocks
 # fine-tuned, `gradual` the (blocks, epochs) stages of gradual unfreezing, `seeds` the runs of each study reference,
 # `l2_strengths` the decoupled weight decays the L2 sweep tries, `bn_blocks` the blocks the batch-norm study trains,
-# `prune_epochs` the re-training after each pruning step, `forget_*` the other task's images and epoch cap,
+# `prune_epochs` the re-training after each pruning step, `forget_*` the other task (Flowers-102 needs the
+# download; the fast profile's CIFAR-10 gives the committed numbers on every machine), its images and epoch cap,
 # `target_*` the target model's cached views, epochs and cross-validation folds; notebook 05's `best` is the long
 # run's budget, `seeds` the runs of its reference model, `prompts` the samples per generation setting, `depth_*`
 # the depth study's cap and plateau patience, `gap_chunk`/`shuffle_chunk` the stretches of text of the
@@ -46,14 +47,16 @@ _BUDGETS = {
                       study_size=48, eval_batch_size=64, probe_epochs=2, depths=(0, 1, 2), depth_epochs=2,
                       gradual=((0, 1), (1, 1), (2, 1)), seeds=3, l2_strengths=(0.5, 8.0), bn_blocks=2,
                       aug_epochs=2, bn_only_epochs=1, steps_per_epoch=None, ssl_fractions=(1.0, 0.5, 0.1),
-                      lora_ranks=(1, 2), sparsities=(0.5, 0.9), prune_epochs=1, forget_images=64, forget_epochs=1,
+                      lora_ranks=(1, 2), sparsities=(0.5, 0.9), prune_epochs=1, forget_task="cifar10",
+                      forget_images=64, forget_epochs=1,
                       latency_batch=8, target_views=2, target_epochs=2, target_whole_views=1, target_folds=2),
         "fast": dict(recipe="cpu", synthetic=False, train_limit=None, test_limit=None,
                      sizes=(96, 128, 160, 224, 288, 320), study_size=160, eval_batch_size=256, probe_epochs=30,
                      depths=(0, 1, 2, 3, 4, 6, 8), depth_epochs=8, gradual=((0, 2), (2, 2), (4, 2), (8, 2)),
                      seeds=3, l2_strengths=(0.5, 2.0, 8.0), bn_blocks=4, aug_epochs=4, bn_only_epochs=3,
                      steps_per_epoch=None, ssl_fractions=(1.0, 0.5, 0.1, 0.01), lora_ranks=(1, 2, 4, 8),
-                     sparsities=(0.3, 0.5, 0.7, 0.9), prune_epochs=1, forget_images=10000, forget_epochs=4,
+                     sparsities=(0.3, 0.5, 0.7, 0.9), prune_epochs=1, forget_task="cifar10",
+                     forget_images=10000, forget_epochs=4,
                      latency_batch=64, target_views=6, target_epochs=4, target_whole_views=2, target_folds=5),
         "full": dict(recipe="handout", synthetic=False, train_limit=None, test_limit=None,
                      sizes=(160, 224, 288), study_size=224, eval_batch_size=256, probe_epochs=50,
@@ -61,7 +64,8 @@ _BUDGETS = {
                      gradual=((0, 5), (3, 5), (6, 5), (12, 5), (17, 10)), seeds=3,
                      l2_strengths=(0.5, 2.0, 8.0), bn_blocks=8, aug_epochs=30, bn_only_epochs=10,
                      steps_per_epoch=None, ssl_fractions=(1.0, 0.5, 0.1, 0.01), lora_ranks=(1, 2, 4, 8, 16),
-                     sparsities=(0.3, 0.5, 0.7, 0.9), prune_epochs=2, forget_images=None, forget_epochs=5,
+                     sparsities=(0.3, 0.5, 0.7, 0.9), prune_epochs=2, forget_task="flowers102",
+                     forget_images=None, forget_epochs=5,
                      latency_batch=64, target_views=8, target_epochs=6, target_whole_views=4, target_folds=5),
     },
     "03": {

@@ -441,17 +441,17 @@ def with_pseudo_labels(train: FeatureSet, labelled: torch.Tensor, unlabelled: to
 # Catastrophic forgetting: another task to fine-tune on
 
 
-def other_task(data_root, size: int, synthetic: bool, images: int | None, seed: int) -> tuple:
-    """(name, training set) of the task that overwrites the backbone: Flowers-102 when it can be had, else
-    `images` CIFAR-10 images upsampled to `size` (offline), or a synthetic stand-in."""
-    try:
-        return "Flowers-102", data.load_flowers102(data_root, "train", size=size, download=not synthetic)
-    except Exception as error:  # offline: no download possible
-        print(f"Flowers-102 unavailable ({type(error).__name__}); CIFAR-10 stands in")
+def other_task(data_root, task: str, size: int, synthetic: bool, images: int | None, seed: int) -> tuple:
+    """(name, training set) of the task that overwrites the backbone: the profile's `task`, Flowers-102
+    (downloaded when absent) or `images` real CIFAR-10 images upsampled to `size`; a synthetic stand-in in smoke."""
     if synthetic:
         return "synthetic stand-in", data.synthetic_images(images, 10, size=size, seed=seed + 2)
-    cifar = data.load_cifar(data_root, "train", download=True)
-    return "CIFAR-10 (upsampled)", upsampled(cifar.limit(images, seed), size)
+    if task == "flowers102":
+        return "Flowers-102", data.load_flowers102(data_root, "train", size=size, download=True)
+    if task == "cifar10":
+        cifar = data.load_cifar(data_root, "train", download=True)
+        return "CIFAR-10 (upsampled)", upsampled(cifar.limit(images, seed), size)
+    raise ValueError(f"forget_task {task!r} is unknown: choose 'flowers102' or 'cifar10' (helpers/profiles.py)")
 
 
 def upsampled(images: ImageSet, size: int, chunk: int = 500) -> ImageSet:

@@ -457,3 +457,19 @@ def test_accuracy_with_head_reads_changed_blocks_through_another_networks_head(t
     hits = (logits.argmax(1) == images.labels[:8]).float().mean().item()
     wanted = study.accuracy_with_head(changed, before.head, pooled.subset(range(8)), loaders)
     assert wanted == pytest.approx(hits) and torch.equal(changed.head[1].weight, own)
+
+
+def test_the_forgetting_task_is_the_profiles_not_whatever_the_network_allows(tmp_path, monkeypatch):
+    """Each profile names its other task: the fast profile's committed numbers must come back on a machine that
+    could download Flowers-102, so nothing switches task on what happens to be reachable."""
+    from helpers.profiles import budget
+
+    assert budget("02", "fast").forget_task == "cifar10" and budget("02", "full").forget_task == "flowers102"
+    name, images = study.other_task(tmp_path, "flowers102", 16, synthetic=True, images=4, seed=0)
+    assert name == "synthetic stand-in" and images.images.shape == (4, 3, 16, 16)
+    asked = []
+    monkeypatch.setattr(data, "load_flowers102", lambda *a, **k: asked.append(k) or "flowers")
+    assert study.other_task(tmp_path, "flowers102", 16, synthetic=False, images=None, seed=0)[1] == "flowers"
+    assert asked == [{"size": 16, "download": True}]
+    with pytest.raises(ValueError, match="choose 'flowers102' or 'cifar10'"):
+        study.other_task(tmp_path, "imagenet", 16, synthetic=False, images=None, seed=0)
