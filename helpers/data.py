@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .repro import PROJECT_ROOT, make_generator
+from .results import sha256
 
 DATA_ENV = "DATA_ROOT"
 CACHE_VERSION = 1
@@ -72,6 +73,7 @@ TEXT_URLS = {
 }
 # The canonical char-rnn file. Gutenberg re-generates its header and footer, so Dickinson is checked by its markers.
 TEXT_SHA256 = {"shakespeare": "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"}
+GUTENBERG_START = r"\*\*\* ?START OF (THE|THIS) PROJECT GUTENBERG"
 LUNG_ARRAYS = {f"{kind}_{split}" for kind in ("x", "y") for split in ("train", "val", "test")}
 
 
@@ -435,12 +437,12 @@ def load_text(name: str = "shakespeare", root=None, download: bool = False) -> s
 
 def _gutenberg_problem(path: Path) -> str | None:
     text = path.read_text(encoding="utf-8", errors="replace")
-    return None if re.search(r"\*\*\* ?START OF (THE|THIS) PROJECT GUTENBERG", text) else \
+    return None if re.search(GUTENBERG_START, text) else \
         "it is not a Project Gutenberg book (no START marker)"
 
 
 def _gutenberg_body(text: str) -> str:
-    start = re.search(r"\*\*\* ?START OF (THE|THIS) PROJECT GUTENBERG.*?\*\*\*", text)
+    start = re.search(GUTENBERG_START + r".*?\*\*\*", text)
     end = re.search(r"\*\*\* ?END OF (THE|THIS) PROJECT GUTENBERG", text)
     return text[start.end() if start else 0:end.start() if end else len(text)].strip() + "\n"
 
@@ -459,11 +461,7 @@ def python_stdlib_corpus(max_chars: int = 2_000_000) -> str:
 
 
 def sha256_matches(path: Path, expected: str) -> bool:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest() == expected
+    return sha256(path) == expected  # one name for the test mirror to patch
 
 
 def _download(url: str, path: Path, sha256: str | None = None, check=None,

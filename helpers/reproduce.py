@@ -13,6 +13,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from .claims import ClaimError, metric_value
 from .data import resolve_data_root
 from .profiles import DRY_RUN_ENV, PROFILES
 from .repro import PROJECT_ROOT
@@ -135,11 +136,11 @@ def seed_noise(committed: dict) -> dict:
 
 def drift(committed_dir: Path, rerun_dir: Path, names: list | None = None) -> list:
     """Rows (result, metric, reported, re-run, tolerance, ok) for every metric a re-run stored."""
-    records = {p.stem: read_json(p).get("results", {}) for p in sorted(committed_dir.glob("*.json"))
-               if not p.stem.endswith("_summary")}
-    load = lambda folder: {p.stem: metrics_of(read_json(p).get("results", {})) for p in sorted(folder.glob("*.json"))
+    load = lambda folder: {p.stem: read_json(p).get("results", {}) for p in sorted(folder.glob("*.json"))
                            if not p.stem.endswith("_summary")}
-    committed, rerun = load(committed_dir), load(rerun_dir)
+    records = load(committed_dir)
+    committed = {name: metrics_of(record) for name, record in records.items()}
+    rerun = {name: metrics_of(record) for name, record in load(rerun_dir).items()}
     noise = seed_noise(committed)
     rows = []
     for name in names or sorted(rerun):
@@ -165,10 +166,10 @@ def spread_of(record, path: str) -> float:
     and the re-run mean carry that sampling noise (e.g. text statistics averaged over 20 prompts)."""
     if not path.endswith(".mean"):
         return 0.0
-    node = record
-    for key in path.split(".")[:-1]:
-        node = node.get(key, {}) if isinstance(node, dict) else {}
-    return 2 ** 0.5 * node["half_width"] if isinstance(node, dict) and "half_width" in node else 0.0
+    try:
+        return 2 ** 0.5 * metric_value(record, path.removesuffix("mean") + "half_width")
+    except ClaimError:  # a mean stored without its interval
+        return 0.0
 
 
 def format_drift(rows: list) -> str:
