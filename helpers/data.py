@@ -265,7 +265,7 @@ def load_gtsrb(root=None, split: str = "train", size: int = 32, download: bool =
     labels = torch.tensor([t for _, t in dataset._samples], dtype=torch.long)
     built = _cached(root, f"gtsrb-{split}-{size}", paths, lambda: dict(images=decode_images(paths, size)))
     groups = torch.tensor([_gtsrb_track(p) for p in paths], dtype=torch.long) if split == "train" else None
-    return ImageSet(built["images"], labels, [str(c) for c in range(43)], groups)
+    return ImageSet(built["images"], labels, list(GTSRB_SIGN_NAMES), groups)
 
 
 def _gtsrb_track(path: str) -> int:
@@ -341,6 +341,7 @@ class SegmentationSet:
     masks: torch.Tensor
     ids: list
     meta: dict = field(default_factory=dict)
+    classes: tuple = ("background", "lung field")  # mask value 0 and 1: what a manifest names
 
     def __len__(self) -> int:
         return len(self.images)
@@ -352,14 +353,14 @@ class SegmentationSet:
     def subset(self, index) -> "SegmentationSet":
         index = torch.as_tensor(index)
         return SegmentationSet(self.images[index], self.masks[index], [self.ids[i] for i in index.tolist()],
-                               dict(self.meta))
+                               dict(self.meta), self.classes)
 
     def resized(self, size: int, masks: bool = True) -> "SegmentationSet":
         """Images (and, unless `masks=False`, masks) area-averaged to size x size; masks re-binarised at 0.5.
         Keep the masks at full size for evaluation: the metrics then judge the up-sampled prediction."""
         masks_now = (F.interpolate(self.masks.float(), size=(size, size), mode="area") >= 0.5).to(torch.uint8) \
             if masks else self.masks
-        return SegmentationSet(area_resize(self.images, size), masks_now, list(self.ids), dict(self.meta))
+        return SegmentationSet(area_resize(self.images, size), masks_now, list(self.ids), dict(self.meta), self.classes)
 
 
 def area_resize(images: torch.Tensor, size: int) -> torch.Tensor:

@@ -32,6 +32,7 @@ def test_gtsrb_sizes_classes_tracks(data_root):
     train, test = data.load_gtsrb(data_root, "train"), data.load_gtsrb(data_root, "test")
     assert train.images.shape == (39209, 3, 32, 32) and len(test) == 12630
     assert len(train.class_counts()) == 43 and train.class_counts().min() == 210
+    assert train.classes == test.classes and test.classes[14] == "stop"  # named, as a manifest stores them
     tracks = train.groups.unique(return_counts=True)[1]
     assert tracks.min() >= 1 and tracks.max() == 30 and len(tracks) > 1000
     t, v = data.group_holdout_split(train.groups)
@@ -84,6 +85,7 @@ def test_lungs_sizes_and_binary_masks(data_root):
     assert [len(sets[s]) for s in ("train", "val", "test")] == [112, 12, 123]
     assert sets["train"].images.shape[1:] == (1, 256, 256)
     assert set(sets["test"].masks.unique().tolist()) == {0, 1}
+    assert sets["test"].resized(64).subset([0]).classes == ("background", "lung field")  # mask values 0, 1
     assert 0.1 < sets["train"].masks.float().mean() < 0.5  # lungs cover a fair part of a chest X-ray
 
 

@@ -110,6 +110,7 @@ def test_weights_load_alone_and_reproduce_their_metric(name, data_root):
         elif name.startswith("04"):
             require(data_root / "lungs", "JSRT lungs")
             test = data.load_lungs(data_root)["test"]  # all 123 images: masks at full resolution
+            assert preprocess.classes == list(test.classes)
             dice = evaluate(model, batches(test.images, test.masks, preprocess, 16), Segmentation())["dice"]
             assert abs(dice - metric["test_dice"]) < 2e-3
         elif name.startswith("05"):
