@@ -283,9 +283,13 @@ def fingerprint(model: nn.Module, config: TrainConfig, train_loader, task) -> st
     """What must be equal for a checkpoint to continue this run rather than some other one."""
     # fields added to TrainConfig later enter only when set, so checkpoints written before them still resume
     settings = {k: v for k, v in config.as_dict().items() if not (k in ADDED_FIELDS and v is None)}
-    description = json.dumps({"model": repr(model), "config": settings, "task": repr(task),
-                              "batches": len(train_loader), "batch_size": getattr(train_loader, "batch_size", None),
-                              "augment": repr(getattr(train_loader, "augment", None))}, sort_keys=True)
+    described = {"model": repr(model), "config": settings, "task": repr(task), "batches": len(train_loader),
+                 "batch_size": getattr(train_loader, "batch_size", None),
+                 "augment": repr(getattr(train_loader, "augment", None))}
+    frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
+    if frozen:  # repr(model) does not say which weights train; entered only then, so older keys stay valid
+        described["frozen"] = frozen
+    description = json.dumps(described, sort_keys=True)
     return hashlib.sha256(description.encode()).hexdigest()[:16]
 
 
@@ -442,7 +446,7 @@ def _resume(path: Path, key: str, parts: dict, train_loader, device, name: str, 
     """Restore model, optimiser, schedule, scaler and random streams from a checkpoint of this very run;
     a checkpoint of other settings is set aside (never deleted) and None returned."""
     state = torch.load(path, map_location=device, weights_only=False)
-    if state.get("fingerprint") != key:
+    if state.get("fingerprint") != key or not _same_groups(state.get("optimizer"), parts["optimizer"]):
         stale = path.with_name(path.stem + f".stale-{state.get('fingerprint', 'old')}" + path.suffix)
         os.replace(path, stale)
         print(f"{name or 'run'}: {path} belongs to other settings; kept it as {stale.name} and start afresh")
@@ -454,6 +458,13 @@ def _resume(path: Path, key: str, parts: dict, train_loader, device, name: str, 
     history = History.from_dict(state["history"])
     print(f"{name or 'run'}: resumed from {path} after epoch {len(history.epochs)}/{epochs}")
     return history, state["best_state"]
+
+
+def _same_groups(saved: dict | None, optimizer) -> bool:
+    """Whether a saved optimiser state has as many tensors per parameter group as this run's optimiser (the
+    fingerprint does not see the groups a caller passes): loading a mismatch would fail half-way."""
+    return saved is None or [len(g["params"]) for g in saved["param_groups"]] == \
+        [len(g["params"]) for g in optimizer.param_groups]
 
 
 def _train_epoch(model, loader, task, stepping, config, device, enabled, dtype, steps, history, epoch) -> dict:

@@ -140,6 +140,20 @@ def test_finished_checkpoint_is_loaded_not_retrained_and_other_settings_start_af
     assert len(list(tmp_path.glob("run.stale-*.ckpt"))) == 1  # the old run is kept, not lost
 
 
+def test_a_checkpoint_of_other_trainable_weights_or_groups_is_set_aside(tmp_path, capsys):
+    checkpoint, config = tmp_path / "run.ckpt", TrainConfig(epochs=2, optimizer="adam")
+    training.fit(tiny_model(), *loaders(), config, checkpoint=checkpoint)
+    frozen = tiny_model()
+    frozen[0].requires_grad_(False)  # same architecture and config, other weights train
+    assert len(training.fit(frozen, *loaders(), config, checkpoint=checkpoint).epochs) == 2
+    assert torch.equal(frozen[0].weight, tiny_model()[0].weight)  # trained afresh: not the old run's weights
+    model = tiny_model()
+    groups = [{"params": model[0].parameters()}, {"params": model[5].parameters(), "lr": 0.01}]
+    training.fit(model, *loaders(), config, checkpoint=checkpoint, param_groups=groups)  # would fail half-way
+    assert capsys.readouterr().out.count("belongs to other settings") == 2
+    assert len(list(tmp_path.glob("run.stale-*.ckpt"))) == 2
+
+
 def test_plateau_rule_counts_epochs_since_a_gain_above_min_delta():
     assert training.epochs_without_gain([1.0, 0.9, 0.895, 0.89, 0.886], "min", 0.02) == 3  # creeping is a plateau
     assert training.epochs_without_gain([1.0, 0.9, 0.85], "min", 0.02) == 0
