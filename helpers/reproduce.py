@@ -207,9 +207,9 @@ def parse_args(argv=None):
                         "replays its stored records (implies --no-train), e.g. --only 02 --retrain target")
     parser.add_argument("--executed-dir", default=None, help="default: runs/<profile>/ (with --check: executed/ in "
                         "the scratch folder)")
-    parser.add_argument("--dry-run", action="store_true", help="the profile's models, recipes and data shapes, one "
-                        "step per loop on synthetic data, into runs/dry-run/ (e.g. --profile full --dry-run: does the "
-                        "GPU profile run to its end?)")
+    parser.add_argument("--dry-run", action="store_true", help="the profile's models and recipes (smaller inputs "
+                        "where helpers/profiles.py says why), one step per loop on synthetic data, into "
+                        "runs/dry-run/ (e.g. --profile full --dry-run: does the GPU profile run to its end?)")
     parser.add_argument("--record-replay", action="store_true", help="with --no-train: keep each replay's wall "
                         "time and peak memory as results/replays/NN.json (the README's cost table reads them)")
     parser.add_argument("--check", action="store_true", help="run into a scratch copy (default runs/check/) and "

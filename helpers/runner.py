@@ -13,7 +13,7 @@ from . import plots, results
 from .names import label, relabel_figure
 from .data import resolve_data_root
 from .models import model_summary
-from .profiles import DRY_RUN_ENV, PROFILES, budget, dry_run, recipe
+from .profiles import DRY_RUN_ENV, PROFILES, budget, dry_run, dry_run_recipe, recipe
 from .repro import PROJECT_ROOT, environment, keep_freed_memory, resolve_device, seed_everything
 from .training import History, TrainConfig, evaluate, fit
 from .weights import preprocessing_of
@@ -121,7 +121,9 @@ class Run:
         folder.mkdir(parents=True, exist_ok=True)
         return folder / name if name else folder
 
-    def checkpoint(self, name: str) -> Path:
+    def checkpoint(self, name: str) -> Path | None:
+        if self.budget.get("dry_run"):  # nothing to resume, and 02's full profile wrote 24 GB of them in one
+            return None  # step per loop (ResNet-50 with its optimiser state, about 100 runs)
         return self.path("checkpoints", f"{self.notebook}_{name}.ckpt")
 
     def save_figure(self, fig, name: str, records: list = ()) -> dict:
@@ -356,14 +358,14 @@ def start(namespace: dict, notebook: str, extra_parameters: dict | None = None,
         keep_freed_memory()
     output_dir = Path(params["OUTPUT_DIR"]).expanduser().resolve() if params["OUTPUT_DIR"] else \
         default_output_dir(params["PROFILE"])
-    plan = budget(notebook, params["PROFILE"])
+    plan, run_recipe = budget(notebook, params["PROFILE"]), recipe(notebook, params["PROFILE"])
     if os.environ.get(DRY_RUN_ENV):
-        plan = dry_run(plan, notebook)
-        print(f"DRY RUN of the {params['PROFILE']} profile: its models, recipes and data shapes, one step per loop "
-              f"on synthetic data; the numbers mean nothing")
+        plan, run_recipe = dry_run(plan, notebook), dry_run_recipe(run_recipe, notebook)
+        print(f"DRY RUN of the {params['PROFILE']} profile: its models and recipes (smaller inputs where "
+              "helpers/profiles.py says why), one step per loop on synthetic data; the numbers mean nothing")
     run = Run(notebook=notebook, params=params, device=device, data_root=resolve_data_root(params["DATA_ROOT"]),
               output_dir=output_dir, budget=plan,
-              recipe=recipe(notebook, params["PROFILE"]),
+              recipe=run_recipe,
               environment=environment(device))
     print(f"notebook {notebook} | profile {run.profile} | seed {run.seed} | device {run.environment['device_name']}"
           f"\ndata {run.data_root}{' (synthetic stand-ins)' if run.budget.get('synthetic') else ''}"

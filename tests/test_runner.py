@@ -242,7 +242,7 @@ def test_a_pure_replay_never_overwrites_the_summary_of_the_run_that_trained(tmp_
 
 
 def test_a_dry_run_keeps_the_recipe_and_cuts_loops_and_data():
-    from helpers.profiles import budget, dry_run, recipe
+    from helpers.profiles import budget, dry_run, dry_run_recipe, recipe
 
     full, cut = budget("05", "full"), dry_run(budget("05", "full"), "05")
     assert cut.synthetic and cut.dry_run and cut.profile == "full" and cut.recipe == full.recipe == "handout"
@@ -251,8 +251,12 @@ def test_a_dry_run_keeps_the_recipe_and_cuts_loops_and_data():
     assert cut.sweep == full.sweep and cut.synthetic_chars == 60_000 and recipe("05", "full").batch_size == 64
     assert cut.seeds == full.seeds and dry_run(budget("04", "full"), "04").trials == 2
     two = dry_run(budget("02", "full"), "02")
-    assert two.gradual == budget("02", "full").gradual  # the recipe's stages; the inputs shrink to 64-96 px
-    assert two.sizes == (64, 96) and two.study_size == 64 and max(two.sizes) < min(budget("02", "full").sizes)
+    assert two.gradual == budget("02", "full").gradual  # the recipe's stages; the inputs shrink to 32-48 px
+    assert two.sizes == (32, 48) and two.study_size == 32 and max(two.sizes) < min(budget("02", "full").sizes)
+    unet, kept = recipe("04", "full"), dry_run_recipe(recipe("04", "full"), "04")
+    assert kept.size == 128 < unet.size and {k: v for k, v in kept.items() if k != "size"} == \
+        {k: v for k, v in unet.items() if k != "size"}  # widths, batch size, amp, learning rate kept
+    assert dry_run_recipe(recipe("02", "full"), "02") == recipe("02", "full")
     assert two.train_limit >= recipe("02", "full").batch_size  # at least one full batch of the recipe
     assert two.target_folds == 2 and cut.prompts == 2 and cut.sample_length < full.sample_length
     three = dry_run(budget("03", "fast"), "03")
