@@ -270,15 +270,15 @@ def cost_table(results_dir: Path = PROJECT_ROOT / "results") -> str:
             results_dir / "replays" / f"{notebook}.json"))
         cpus |= {s["cpu_model"] for s in (summary, scratch, replay) if s.get("cpu_model")}
         lines.append(f"| {notebook} | {sum(r['results']['train_seconds'] for r in runs) / 60:,.0f} min over "
-                     f"{len(runs)} run{'s' * (len(runs) != 1)} | {_costs(summary)} | {_costs(scratch)} | "
-                     f"{_costs(replay)} | {'; '.join(sorted(cpus))} |")
+                     f"{len(runs)} run{'s' * (len(runs) != 1)} | {_costs(summary)} | "
+                     f"{_costs(scratch, 'not run in one piece')} | {_costs(replay)} | {'; '.join(sorted(cpus))} |")
     return "\n".join([COST_MARKERS[0], *lines, COST_MARKERS[1]])
 
 
-def _costs(summary: dict) -> str:
+def _costs(summary: dict, absent: str = "not recorded") -> str:
     """'49.5 min, 2.5 GB (re-ran 10 sections)' from a run summary; what it lacks is said, not guessed."""
     if "train" not in summary:  # absent, or written before summaries said whether their run trained
-        return "not recorded"
+        return absent
     shown = duration(summary["seconds"])
     peak = f"{summary['peak_memory_gb']:.1f} GB" if summary.get("peak_memory_gb") else "peak not recorded"
     count = len(summary.get("retrain") or ())

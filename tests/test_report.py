@@ -202,7 +202,7 @@ def test_cost_table_sums_runs_and_says_what_was_not_measured(tmp_path):
     assert lines[3] == ("| 01 | 3 min over 2 runs | 66.7 min, 3.1 GB | 120.0 min, 9.6 GB (2 decode caches present) "
                         "(drifted from the committed results), 2026-12-04 | 42 s, 2.7 GB, 2026-12-02 | "
                         "AMD EPYC; Intel Xeon |")
-    assert lines[4] == "| 02 | 2 min over 1 run | not recorded | not recorded | not recorded | AMD EPYC |"
+    assert lines[4] == "| 02 | 2 min over 1 run | not recorded | not run in one piece | not recorded | AMD EPYC |"
     with pytest.raises(report.ReportError, match="cost-table"):
         report.readme_with_block("# no markers", "\n".join(lines), report.COST_MARKERS)
 
