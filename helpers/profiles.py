@@ -188,10 +188,10 @@ def budget(notebook: str, profile: str) -> Budget:
 
 
 DRY_RUN_ENV = "HELPERS_DRY_RUN"
-# A dry run keeps a profile's models, recipes (widths, batch sizes, amp, schedules) and data shapes, and cuts the
-# rest: synthetic stand-ins in these numbers (each at least one full batch of the recipe), fewer cached views,
-# folds and generated characters, one step per epoch, at most one epoch per loop, at most two trials. What it finds
-# is what would crash the profile late, not a result.
+# A dry run keeps a profile's models, recipes (widths, batch sizes, amp, schedules) and data shapes (but for the
+# smaller inputs below and in _DRY_RUN_RECIPE), and cuts the rest: synthetic stand-ins in these numbers (each at
+# least one full batch of the recipe), fewer cached views, folds and generated characters, one step per epoch, at
+# most one epoch per loop, at most two trials. What it finds is what would crash the profile late, not a result.
 _DRY_RUN_DATA = {
     "01": dict(train_limit=1024, val_size=512, test_limit=512, strong_train_limit=1024),
     # 02: small inputs (ResNet-50 at 288 px made the dry run 9.5 minutes, at 64-96 px 5.4); the code paths do not

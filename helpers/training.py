@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -448,6 +449,10 @@ def _resume(path: Path, key: str, parts: dict, train_loader, device, name: str, 
     state = torch.load(path, map_location=device, weights_only=False)
     if state.get("fingerprint") != key or not _same_groups(state.get("optimizer"), parts["optimizer"]):
         stale = path.with_name(path.stem + f".stale-{state.get('fingerprint', 'old')}" + path.suffix)
+        for n in itertools.count(2):  # the same key set aside twice (other groups): keep both
+            if not stale.exists():
+                break
+            stale = path.with_name(path.stem + f".stale-{state.get('fingerprint', 'old')}-{n}" + path.suffix)
         os.replace(path, stale)
         print(f"{name or 'run'}: {path} belongs to other settings; kept it as {stale.name} and start afresh")
         return None
@@ -461,10 +466,12 @@ def _resume(path: Path, key: str, parts: dict, train_loader, device, name: str, 
 
 
 def _same_groups(saved: dict | None, optimizer) -> bool:
-    """Whether a saved optimiser state has as many tensors per parameter group as this run's optimiser (the
-    fingerprint does not see the groups a caller passes): loading a mismatch would fail half-way."""
-    return saved is None or [len(g["params"]) for g in saved["param_groups"]] == \
-        [len(g["params"]) for g in optimizer.param_groups]
+    """Whether a saved optimiser state has this run's parameter groups (the fingerprint does not see the groups a
+    caller passes): as many tensors each, and the same settings but the learning rate a schedule moves (its
+    starting value, initial_lr, is compared). A count mismatch would fail half-way through loading."""
+    def layout(groups):
+        return [(len(g["params"]), {k: v for k, v in g.items() if k not in ("params", "lr")}) for g in groups]
+    return saved is None or layout(saved["param_groups"]) == layout(optimizer.param_groups)
 
 
 def _train_epoch(model, loader, task, stepping, config, device, enabled, dtype, steps, history, epoch) -> dict:

@@ -141,17 +141,26 @@ def test_finished_checkpoint_is_loaded_not_retrained_and_other_settings_start_af
 
 
 def test_a_checkpoint_of_other_trainable_weights_or_groups_is_set_aside(tmp_path, capsys):
-    checkpoint, config = tmp_path / "run.ckpt", TrainConfig(epochs=2, optimizer="adam")
-    training.fit(tiny_model(), *loaders(), config, checkpoint=checkpoint)
+    config = TrainConfig(epochs=2, optimizer="adam", scheduler="cosine")
+
+    def fit(model, path, groups=None):
+        return training.fit(model, *loaders(), config, checkpoint=tmp_path / path, param_groups=groups)
+
+    def two_groups(model, head_lr):
+        return [{"params": model[0].parameters()}, {"params": model[5].parameters(), "lr": head_lr}]
+
+    fit(tiny_model(), "a.ckpt")
     frozen = tiny_model()
     frozen[0].requires_grad_(False)  # same architecture and config, other weights train
-    assert len(training.fit(frozen, *loaders(), config, checkpoint=checkpoint).epochs) == 2
+    assert len(fit(frozen, "a.ckpt").epochs) == 2
     assert torch.equal(frozen[0].weight, tiny_model()[0].weight)  # trained afresh: not the old run's weights
+    fit(tiny_model(), "b.ckpt")
     model = tiny_model()
-    groups = [{"params": model[0].parameters()}, {"params": model[5].parameters(), "lr": 0.01}]
-    training.fit(model, *loaders(), config, checkpoint=checkpoint, param_groups=groups)  # would fail half-way
-    assert capsys.readouterr().out.count("belongs to other settings") == 2
-    assert len(list(tmp_path.glob("run.stale-*.ckpt"))) == 2
+    fit(model, "b.ckpt", two_groups(model, 0.01))  # other number of groups: loading would fail half-way
+    model = tiny_model()
+    fit(model, "b.ckpt", two_groups(model, 0.1))  # the same groups at another rate for the head
+    assert capsys.readouterr().out.count("belongs to other settings") == 3
+    assert len(list(tmp_path.glob("*.stale-*.ckpt"))) == 3  # each set-aside run kept, none overwritten
 
 
 def test_plateau_rule_counts_epochs_since_a_gain_above_min_delta():
