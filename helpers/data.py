@@ -13,7 +13,7 @@ import sysconfig
 import urllib.request
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -352,15 +352,16 @@ class SegmentationSet:
 
     def subset(self, index) -> "SegmentationSet":
         index = torch.as_tensor(index)
-        return SegmentationSet(self.images[index], self.masks[index], [self.ids[i] for i in index.tolist()],
-                               dict(self.meta), self.classes)
+        return replace(self, images=self.images[index], masks=self.masks[index],
+                       ids=[self.ids[i] for i in index.tolist()], meta=dict(self.meta))
 
     def resized(self, size: int, masks: bool = True) -> "SegmentationSet":
         """Images (and, unless `masks=False`, masks) area-averaged to size x size; masks re-binarised at 0.5.
         Keep the masks at full size for evaluation: the metrics then judge the up-sampled prediction."""
         masks_now = (F.interpolate(self.masks.float(), size=(size, size), mode="area") >= 0.5).to(torch.uint8) \
             if masks else self.masks
-        return SegmentationSet(area_resize(self.images, size), masks_now, list(self.ids), dict(self.meta), self.classes)
+        return replace(self, images=area_resize(self.images, size), masks=masks_now, ids=list(self.ids),
+                       meta=dict(self.meta))
 
 
 def area_resize(images: torch.Tensor, size: int) -> torch.Tensor:

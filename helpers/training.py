@@ -280,8 +280,9 @@ def progress(iterable, **kwargs):
 ADDED_FIELDS = ("stop_at",)
 
 
-def fingerprint(model: nn.Module, config: TrainConfig, train_loader, task) -> str:
-    """What must be equal for a checkpoint to continue this run rather than some other one."""
+def fingerprint(model: nn.Module, config: TrainConfig, train_loader, task, groups: list | None = None) -> str:
+    """What must be equal for a checkpoint to continue this run rather than some other one. `groups`: the
+    optimiser's parameter groups when the caller chose them (the config describes only the default one)."""
     # fields added to TrainConfig later enter only when set, so checkpoints written before them still resume
     settings = {k: v for k, v in config.as_dict().items() if not (k in ADDED_FIELDS and v is None)}
     described = {"model": repr(model), "config": settings, "task": repr(task), "batches": len(train_loader),
@@ -290,6 +291,8 @@ def fingerprint(model: nn.Module, config: TrainConfig, train_loader, task) -> st
     frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
     if frozen:  # repr(model) does not say which weights train; entered only then, so older keys stay valid
         described["frozen"] = frozen
+    if groups is not None:  # e.g. a rate per block; loading other groups' state would fail half-way
+        described["groups"] = [(len(g["params"]), {k: v for k, v in g.items() if k != "params"}) for g in groups]
     description = json.dumps(described, sort_keys=True)
     return hashlib.sha256(description.encode()).hexdigest()[:16]
 
@@ -385,7 +388,7 @@ def fit(model: nn.Module, train_loader, val_loader, config: TrainConfig, *, task
     enabled, dtype, use_scaler = autocast_settings(device, config.amp)
     scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
     history, best_state = History(monitor=task.monitor), None
-    key = fingerprint(model, config, train_loader, task)
+    key = fingerprint(model, config, train_loader, task, optimizer.param_groups if param_groups is not None else None)
     path = Path(checkpoint) if checkpoint else None
 
     lookahead = Lookahead(model, config.lookahead_every, config.lookahead_alpha, config.lookahead_ramp,
@@ -447,12 +450,10 @@ def _resume(path: Path, key: str, parts: dict, train_loader, device, name: str, 
     """Restore model, optimiser, schedule, scaler and random streams from a checkpoint of this very run;
     a checkpoint of other settings is set aside (never deleted) and None returned."""
     state = torch.load(path, map_location=device, weights_only=False)
-    if state.get("fingerprint") != key or not _same_groups(state.get("optimizer"), parts["optimizer"]):
-        stale = path.with_name(path.stem + f".stale-{state.get('fingerprint', 'old')}" + path.suffix)
-        for n in itertools.count(2):  # the same key set aside twice (other groups): keep both
-            if not stale.exists():
-                break
-            stale = path.with_name(path.stem + f".stale-{state.get('fingerprint', 'old')}-{n}" + path.suffix)
+    if state.get("fingerprint") != key:
+        named = (f"{path.stem}.stale-{state.get('fingerprint', 'old')}{f'-{n}' if n > 1 else ''}{path.suffix}"
+                 for n in itertools.count(1))
+        stale = next(p for p in map(path.with_name, named) if not p.exists())  # the same run set aside twice
         os.replace(path, stale)
         print(f"{name or 'run'}: {path} belongs to other settings; kept it as {stale.name} and start afresh")
         return None
@@ -463,15 +464,6 @@ def _resume(path: Path, key: str, parts: dict, train_loader, device, name: str, 
     history = History.from_dict(state["history"])
     print(f"{name or 'run'}: resumed from {path} after epoch {len(history.epochs)}/{epochs}")
     return history, state["best_state"]
-
-
-def _same_groups(saved: dict | None, optimizer) -> bool:
-    """Whether a saved optimiser state has this run's parameter groups (the fingerprint does not see the groups a
-    caller passes): as many tensors each, and the same settings but the learning rate a schedule moves (its
-    starting value, initial_lr, is compared). A count mismatch would fail half-way through loading."""
-    def layout(groups):
-        return [(len(g["params"]), {k: v for k, v in g.items() if k not in ("params", "lr")}) for g in groups]
-    return saved is None or layout(saved["param_groups"]) == layout(optimizer.param_groups)
 
 
 def _train_epoch(model, loader, task, stepping, config, device, enabled, dtype, steps, history, epoch) -> dict:

@@ -136,7 +136,8 @@ def test_runner_refuses_unknown_notebook_numbers_and_parameters(tmp_path):
 
 def test_command_line_runner_with_parallel_jobs(tmp_path, capsys):
     chosen = [p for p in NOTEBOOKS if p.name[:2] in ("04", "05")]  # the two quickest: every one runs above
-    code = reproduce.main(["--profile", "smoke", "--only", "04,05", "--jobs", "2", "--device", "cpu", "--output-dir",
+    only = ",".join(p.name[:2] for p in chosen)
+    code = reproduce.main(["--profile", "smoke", "--only", only, "--jobs", "2", "--device", "cpu", "--output-dir",
                            str(tmp_path / "out"), "--executed-dir", str(tmp_path / "executed")])
     summary = json.loads((tmp_path / "executed" / "summary.json").read_text())
     assert code == 0 and [o["notebook"] for o in summary["outcomes"]] == [p.name for p in chosen]
